@@ -205,7 +205,10 @@ def pose_from_mapillary(
 
     rot = record.get("computed_rotation")
     if rot is not None:
-        r = np.asarray(rot, dtype=np.float64).reshape(-1)
+        try:
+            r = np.asarray(rot, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            r = np.full(1, np.nan)
         if r.shape != (3,) or not np.all(np.isfinite(r)):
             raise PoseError("bad_rotation", f"image {image_id}: computed_rotation {rot!r} is not 3 finite floats")
         R_enu = rodrigues(r)

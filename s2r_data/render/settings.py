@@ -1,0 +1,108 @@
+"""Validated render settings (frozen dataclass), shared by the supervisor and the Blender worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+__all__ = ["RenderSettings", "RenderMode", "DeviceChoice", "BadPosePolicy", "DEFAULT_PHOTO_SAMPLES"]
+
+RenderMode = Literal["labels", "photo"]
+DeviceChoice = Literal["auto", "cpu", "gpu"]
+BadPosePolicy = Literal["render", "skip"]
+
+_MODES = ("labels", "photo")
+_DEVICES = ("auto", "cpu", "gpu")
+_BAD_POSE_POLICIES = ("render", "skip")
+DEFAULT_PHOTO_SAMPLES = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderSettings:
+    """How to render a batch of panoramas.
+
+    ``height`` is always ``width // 2`` (full-sphere equirectangular, square pixels in angle).
+    ``labels`` mode: Diffuse-BSDF class colours, black world, no lights, 1 sample, passes
+    DiffCol/Normal/Depth/Material Index → ``<image_id>.npz``. ``photo`` mode: sun + sky, textured
+    Principled materials, ``samples`` (default 16) and AgX → ``<image_id>.jpg``.
+    """
+
+    width: int = 1024  # pixels; even; height = width // 2
+    clip_end_m: float = 20_000.0  # farther surfaces count as sky
+    threads: int = 0  # Cycles threads (fixed); 0 = all CPU cores of this machine
+    samples: int | None = None  # None = mode default (labels 1, photo DEFAULT_PHOTO_SAMPLES)
+    timeout_s: float = 300.0  # per pose, from sending the pose to Blender's reply
+    startup_timeout_s: float = 180.0  # bpy import + scene build of one worker process
+    restart_every: int = 1000  # poses per Blender process (bounds memory growth)
+    device: DeviceChoice = "auto"  # auto = GPU if Cycles finds one, else CPU
+    mode: RenderMode = "labels"
+    on_bad_pose: BadPosePolicy = "render"  # flagged poses (outside/inside building): render or skip
+    denoise: bool = False  # photo mode only (OpenImageDenoise); labels never denoise
+    compress: bool = False  # zip-deflate the per-pose .npz (≈3× smaller, slower to write)
+    jpeg_quality: int = 88  # photo mode
+    max_consecutive_failures: int = 5  # then the rest of the batch is marked failed (not retried)
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> None:
+            raise ValueError(f"RenderSettings.{field}={getattr(self, field)!r}: {why}")
+
+        if not isinstance(self.width, int) or self.width < 8 or self.width % 2:
+            bad("width", "must be an even integer >= 8 (height = width / 2)")
+        if not self.clip_end_m > 1.0:
+            bad("clip_end_m", "must be > 1 m (use 10-20 km for cities)")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            bad("threads", "must be an integer >= 0 (0 = all cores)")
+        if self.mode not in _MODES:
+            bad("mode", f"must be one of {_MODES}")
+        if self.device not in _DEVICES:
+            bad("device", f"must be one of {_DEVICES}")
+        if self.on_bad_pose not in _BAD_POSE_POLICIES:
+            bad("on_bad_pose", f"must be one of {_BAD_POSE_POLICIES}")
+        if self.samples is not None:
+            if not isinstance(self.samples, int) or self.samples < 1:
+                bad("samples", "must be an integer >= 1 or None (mode default)")
+            if self.mode == "labels" and self.samples != 1:
+                bad("samples", "labels mode needs exactly 1 sample (anti-aliasing would blend class colours at edges)")
+        if self.mode == "labels" and self.denoise:
+            bad("denoise", "labels mode never denoises (it would alter DiffCol/Normal)")
+        if not self.timeout_s > 0:
+            bad("timeout_s", "must be > 0")
+        if not self.startup_timeout_s > 0:
+            bad("startup_timeout_s", "must be > 0")
+        if not isinstance(self.restart_every, int) or self.restart_every < 1:
+            bad("restart_every", "must be an integer >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            bad("jpeg_quality", "must be in [1, 100]")
+        if not isinstance(self.max_consecutive_failures, int) or self.max_consecutive_failures < 1:
+            bad("max_consecutive_failures", "must be an integer >= 1")
+
+    @property
+    def height(self) -> int:
+        return self.width // 2
+
+    @property
+    def resolved_samples(self) -> int:
+        if self.samples is not None:
+            return self.samples
+        return 1 if self.mode == "labels" else DEFAULT_PHOTO_SAMPLES
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    @property
+    def output_suffix(self) -> str:
+        return ".npz" if self.mode == "labels" else ".jpg"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RenderSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown RenderSettings fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(d))
