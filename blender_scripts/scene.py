@@ -49,6 +49,9 @@ def add_class_mesh(class_name: str, mesh: Mesh, material, *, with_uvs: bool = Fa
     me.loops.foreach_set("vertex_index", mesh.triangles.astype(np.int32).ravel())
     me.polygons.add(n_tri)
     me.polygons.foreach_set("loop_start", np.arange(0, 3 * n_tri, 3, dtype=np.int32))
+    # Flat shading: since 4.1 a mesh without a "sharp_face" attribute is smooth-shaded, which would
+    # interpolate the Normal pass across shared vertices (box corners, wall/roof edges).
+    me.polygons.foreach_set("use_smooth", np.zeros(n_tri, dtype=bool))
     if with_uvs:
         uv = me.uv_layers.new(name="UVMap")
         uv.data.foreach_set("uv", planar_uvs_m(class_name, mesh).ravel())

@@ -74,7 +74,7 @@ def test_tiles_intersect_polygon_not_bbox():
 
 
 def test_sample_city_tiles_and_paris_tile_count():
-    assert tiles_for_polygon(load_city("sample").polygon) == ["14/8299/5639"]
+    assert tiles_for_polygon(load_city("sample").polygon) == ["14/8299/5638", "14/8299/5639"]
     assert 40 < len(tiles_for_polygon(load_city("paris").polygon)) < 80
 
 

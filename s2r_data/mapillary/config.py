@@ -73,6 +73,7 @@ class HarvestConfig:
     tiles_burst: int = 1
     tiles_jitter: bool = True  # shifted-exponential gaps between tile requests (same mean rate)
     image_rate_per_min: float | None = None  # CDN downloads; None = only max_concurrency bounds them
+    image_burst: int = 8
     max_retries: int = 5  # per request, for transient errors (timeouts, 5xx, 429, code 4, bad JSON)
     backoff_base_s: float = 1.0  # first back-off; doubles per attempt, full jitter
     backoff_max_s: float = 60.0
@@ -103,7 +104,7 @@ class HarvestConfig:
                 bad(name, "must be > 0 requests per minute")
         if self.image_rate_per_min is not None and not self.image_rate_per_min > 0:
             bad("image_rate_per_min", "must be > 0 or None (unlimited)")
-        for name in ("graph_burst", "tiles_burst"):
+        for name in ("graph_burst", "tiles_burst", "image_burst"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:

@@ -1,0 +1,121 @@
+"""The build report: a Markdown summary (counts, failures by reason, timings) and a preview PNG
+of a few sim/real pairs. Plain functions (no Prefect); the flow turns them into artifacts.
+
+Prefect image artifacts need a browser-loadable URL, not bytes or a local path, so the preview
+is written next to the dataset and the Markdown artifact names its path; pass
+``preview_base_url`` (e.g. a static file server over the output directory) to get an image link.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from s2r_data.atomic import atomic_path, atomic_write_text
+
+__all__ = ["PreviewPair", "preview_rows", "write_preview_png", "report_markdown", "write_report_files"]
+
+
+@dataclass(frozen=True)
+class PreviewPair:
+    """One dataset sample as shown in the preview (channel-first, as stored)."""
+
+    image_id: str
+    sim: np.ndarray  # (7, H, W): DiffCol [0,1] ×3, world normal [−1,1] ×3, depth m ×1 (0 = sky)
+    real: np.ndarray  # (3, H, W) uint8
+
+
+def _to_u8(img_hwc_01: np.ndarray) -> np.ndarray:
+    return (np.clip(np.nan_to_num(img_hwc_01.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def preview_rows(pair: PreviewPair) -> np.ndarray:
+    """DiffCol | normal | depth | photo side by side, uint8 (H, 4W, 3)."""
+    sim = np.asarray(pair.sim, dtype=np.float32)
+    if sim.ndim != 3 or sim.shape[0] < 7:
+        raise ValueError(f"sample {pair.image_id}: sim must be (7, H, W), got {sim.shape}")
+    diffcol = _to_u8(sim[0:3].transpose(1, 2, 0))
+    normal = _to_u8((sim[3:6].transpose(1, 2, 0) + 1.0) / 2.0)
+    depth_m = sim[6]
+    hit = depth_m > 0
+    # log depth, near = bright; sky (0) stays black
+    log_d = np.log1p(np.where(hit, depth_m, 0.0))
+    hi = float(log_d[hit].max()) if hit.any() else 1.0
+    depth = np.where(hit, 1.0 - log_d / max(hi, 1e-6) * 0.85, 0.0)
+    depth_u8 = _to_u8(np.repeat(depth[..., None], 3, axis=2))
+    real = np.asarray(pair.real)
+    if real.ndim != 3 or real.shape[0] != 3:
+        raise ValueError(f"sample {pair.image_id}: real must be (3, H, W), got {real.shape}")
+    real_u8 = real.transpose(1, 2, 0).astype(np.uint8)
+    if real_u8.shape[:2] != diffcol.shape[:2]:
+        real_u8 = np.asarray(Image.fromarray(real_u8).resize(diffcol.shape[1::-1], Image.BILINEAR))
+    return np.concatenate([diffcol, normal, depth_u8, real_u8], axis=1)
+
+
+def write_preview_png(pairs: Sequence[PreviewPair], path: str | Path, *, max_width_px: int = 2048) -> Path:
+    """A grid: one row per pair (DiffCol | normal | depth | photo), written atomically."""
+    if not pairs:
+        raise ValueError("no samples to preview")
+    rows = [preview_rows(p) for p in pairs]
+    width = min(r.shape[1] for r in rows)
+    rows = [r[:, :width] for r in rows]
+    grid = np.concatenate(rows, axis=0)
+    img = Image.fromarray(grid)
+    if img.width > max_width_px:
+        img = img.resize((max_width_px, round(img.height * max_width_px / img.width)), Image.BILINEAR)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f}" if s < 600 else f"{s / 60:.1f} min"
+
+
+def report_markdown(summary: Mapping[str, Any], *, preview_path: str | None = None, preview_url: str | None = None) -> str:
+    """Markdown for the flow's report artifact (tables of counts, failures, timings)."""
+    lines = [f"# Dataset build: {summary['city']}", ""]
+    lines += [
+        f"- store: `{summary.get('store_url')}`",
+        f"- index: `{summary.get('index_path')}`",
+        f"- panorama size: {summary.get('width')} × {summary.get('height')} px",
+        f"- samples in store: **{summary.get('samples_in_store')}**, verified: **{summary.get('verified')}**",
+        f"- splits: {', '.join(f'{k} {v}' for k, v in summary.get('splits', {}).items()) or '-'}",
+        "",
+        "## Counts",
+        "",
+        "| stage | count |",
+        "|---|---:|",
+    ]
+    for key, value in summary.get("counts", {}).items():
+        lines.append(f"| {key.replace('_', ' ')} | {value} |")
+    failures = summary.get("failures", {})
+    lines += ["", "## Failures by reason", ""]
+    if failures:
+        lines += ["| stage | reason | count |", "|---|---|---:|"]
+        for key, value in sorted(failures.items()):
+            stage, _, reason = key.partition(":")
+            lines.append(f"| {stage} | {reason or '-'} | {value} |")
+    else:
+        lines.append("none")
+    lines += ["", "## Timings", "", "| step | seconds |", "|---|---:|"]
+    for key, value in summary.get("timings_s", {}).items():
+        lines.append(f"| {key.replace('_', ' ')} | {_fmt_seconds(float(value))} |")
+    if preview_url:
+        lines += ["", "## Preview (DiffCol | normal | depth | photo)", "", f"![preview]({preview_url})"]
+    elif preview_path:
+        lines += ["", "## Preview (DiffCol | normal | depth | photo)", "", f"PNG on the worker: `{preview_path}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report_files(summary: Mapping[str, Any], report_dir: str | Path, markdown: str) -> tuple[Path, Path]:
+    """``report.md`` and ``report.json`` (machine-readable summary) in ``report_dir``."""
+    report_dir = Path(report_dir)
+    md = atomic_write_text(report_dir / "report.md", markdown)
+    js = atomic_write_text(report_dir / "report.json", json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return md, js

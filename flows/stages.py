@@ -1,0 +1,505 @@
+"""The steps of ``build-dataset`` as plain functions (no Prefect): each composes ``s2r_data``
+calls and checks its outputs first, so any step can be rerun and is testable on its own.
+
+:mod:`flows.build_dataset` wraps these in tasks; nothing here imports prefect except
+:func:`harvest_tile`, which reads the token via :mod:`flows.mapillary_token` (Secret block).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from s2r_data.cities import CityConfig
+from s2r_data.poses import Pose, PoseError, pose_from_mapillary
+
+from .mapillary_token import load_mapillary_token
+
+try:  # the dataset version enters cache keys and idempotency keys
+    from s2r_data.store.schema import DATASET_VERSION
+except ImportError:  # pragma: no cover - store package not installed yet
+    DATASET_VERSION = "1"
+
+__all__ = [
+    "DATASET_VERSION",
+    "PermanentHarvestError",
+    "HarvestNetworkError",
+    "HarvestOutcome",
+    "SampleSpec",
+    "check_harvest_overrides",
+    "city_model",
+    "tile_part_complete",
+    "tile_part_stamp",
+    "harvest_tile",
+    "collect_harvest",
+    "record_from_row",
+    "harvested_rows",
+    "poses_from_harvest",
+    "sample_specs",
+    "render_path",
+    "load_photo",
+    "store_exists",
+    "ids_in_store",
+    "render_and_write_batch",
+    "finalize_store",
+    "preview_pairs",
+    "summarize",
+    "count_reasons",
+]
+
+
+class PermanentHarvestError(RuntimeError):
+    """A harvest failure that retrying cannot fix (bad token, blocked host, bad settings)."""
+
+
+class HarvestNetworkError(RuntimeError):
+    """The Mapillary API could not be reached or kept failing (retrying may help)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# city model
+
+
+def city_model(city: CityConfig, out_dir: Path) -> Path:
+    """Build the city model from OSM, or reuse the cached one; returns ``city_model.npz``."""
+    from s2r_data.osm import build_or_load_city_model
+
+    return Path(build_or_load_city_model(city, out_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# harvest
+
+
+def check_harvest_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate extra HarvestConfig fields early (before any task runs); returns a plain dict."""
+    from s2r_data.mapillary.config import HarvestConfig
+
+    reserved = {"graph_url", "tiles_url", "incremental", "progress"}
+    clash = sorted(reserved & set(overrides))
+    if clash:
+        raise ValueError(f"harvest_overrides may not set {clash}: they are flow parameters (graph_url, tiles_url, incremental)")
+    HarvestConfig.from_dict(dict(overrides))  # unknown keys / bad values raise with the field name
+    return dict(overrides)
+
+
+def tile_part_complete(harvest_dir: Path, tile_id: str) -> bool:
+    """The output check of a tile: its part is marked complete and every harvested image is on disk."""
+    from s2r_data.mapillary.table import read_table, tile_part_path
+
+    part = tile_part_path(harvest_dir, tile_id)
+    if not part.is_file():
+        return False
+    try:
+        t = read_table(part)
+    except ValueError:
+        return False
+    if (t.schema.metadata or {}).get(b"complete") != b"true":
+        return False
+    paths = [p for p, s in zip(t.column("image_path").to_pylist(), t.column("status").to_pylist()) if s == "harvested"]
+    return all(p and (Path(harvest_dir) / p).is_file() for p in paths)
+
+
+def tile_part_stamp(harvest_dir: Path, tile_id: str) -> str | None:
+    """``size-mtime`` of the tile's complete part file, or None if the tile is not done."""
+    from s2r_data.mapillary.table import tile_part_path
+
+    if not tile_part_complete(harvest_dir, tile_id):
+        return None
+    st = tile_part_path(harvest_dir, tile_id).stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _status_counts_of_part(path: Path) -> dict[str, int]:
+    from s2r_data.mapillary.table import read_table
+
+    t = read_table(path)
+    return dict(Counter(str(s) for s in t.column("status").to_pylist()))
+
+
+def harvest_tile(
+    city: CityConfig,
+    tile_id: str,
+    harvest_dir: Path,
+    *,
+    graph_url: str,
+    tiles_url: str,
+    incremental: bool,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Harvest one z14 tile into ``harvest_dir/tiles/<z>_<x>_<y>.parquet`` (+ images).
+
+    A finished part is the proof of work: without ``incremental`` the tile is skipped without
+    touching the network (or the token). Errors are re-raised with the tile, the API base and
+    the fix in the message; the token never appears.
+    """
+    from s2r_data.mapillary import harvest_tiles
+    from s2r_data.mapillary.config import HarvestConfig
+    from s2r_data.mapillary.errors import MapillaryAuthError, MapillaryBlockedError, MapillaryError
+    from s2r_data.mapillary.table import tile_part_path
+
+    part = tile_part_path(harvest_dir, tile_id)
+    if not incremental and tile_part_complete(harvest_dir, tile_id):
+        return {"tile": tile_id, "skipped": True, "statuses": _status_counts_of_part(part), "new": 0}
+    before = _status_counts_of_part(part) if part.is_file() else {}
+    token = load_mapillary_token()
+    cfg = HarvestConfig(graph_url=graph_url, tiles_url=tiles_url, incremental=incremental, progress=False, **dict(overrides))
+    warnings = _LogCapture("s2r_data.mapillary")
+    try:
+        with warnings:
+            report = harvest_tiles(city, [tile_id], harvest_dir, cfg, token)
+    except MapillaryAuthError as e:
+        raise PermanentHarvestError(
+            f"Mapillary rejected the access token while harvesting tile {tile_id} from {graph_url}: {e}. "
+            "Check $MAPILLARY_TOKEN or the Prefect Secret block 'mapillary-token' (a client token 'MLY|...')"
+        ) from e
+    except MapillaryBlockedError as e:
+        raise PermanentHarvestError(f"the coverage tile host {tiles_url} is blocking this machine (tile {tile_id}): {e}; wait an hour and rerun") from e
+    except MapillaryError as e:
+        raise HarvestNetworkError(f"harvest of tile {tile_id} failed talking to {graph_url} / {tiles_url}: {e}") from e
+    except OSError as e:  # connection refused, DNS, ...
+        raise HarvestNetworkError(f"cannot reach the Mapillary API at {graph_url} / {tiles_url} for tile {tile_id}: {e}") from e
+    if tile_id in getattr(report, "failed_tiles", ()):
+        last = warnings.messages[-1] if warnings.messages else "no detail"
+        raise HarvestNetworkError(
+            f"could not fetch coverage tile {tile_id} from {tiles_url} ({last}); "
+            "is the Mapillary API reachable from this machine? Rerun to retry (finished tiles are kept)"
+        )
+    after = _status_counts_of_part(part) if part.is_file() else {}
+    new = sum(after.values()) - sum(before.values())
+    return {"tile": tile_id, "skipped": False, "statuses": after, "new": max(new, 0), "report": _plain(report)}
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON-able view of a library report object (dataclass, mapping or other)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    try:
+        return json.loads(json.dumps(obj, default=str))
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+class _LogCapture(logging.Handler):
+    """Collects WARNING+ messages of a library logger while active (they are already redacted
+    by the harvester's token filter, which sits on the logger itself)."""
+
+    def __init__(self, logger_name: str):
+        super().__init__(level=logging.WARNING)
+        self.logger = logging.getLogger(logger_name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> "_LogCapture":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self)
+
+
+@dataclass(frozen=True)
+class HarvestOutcome:
+    table_path: Path
+    images_dir: Path
+    statuses: dict[str, int]
+    reasons: dict[str, int]
+    tiles_skipped: int
+    n_new: int
+
+    @property
+    def n_usable(self) -> int:
+        return int(self.statuses.get("harvested", 0))
+
+    def describe_rows(self) -> str:
+        if not self.statuses:
+            return "no images in the coverage tiles"
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+
+
+def collect_harvest(harvest_dir: Path, tile_reports: Sequence[Mapping[str, Any]]) -> HarvestOutcome:
+    """Merge the tile parts into ``harvest.parquet`` and count rows by status and reason."""
+    from s2r_data.mapillary.table import merge_harvest_tables, read_table
+
+    table_path = merge_harvest_tables(harvest_dir)
+    t = read_table(table_path)
+    statuses = Counter(str(s) for s in t.column("status").to_pylist())
+    reasons = Counter(
+        f"{s}:{(r or '').split(':')[0] or '-'}"
+        for s, r in zip(t.column("status").to_pylist(), t.column("reason").to_pylist())
+        if s != "harvested"
+    )
+    return HarvestOutcome(
+        table_path=Path(table_path),
+        images_dir=Path(harvest_dir),
+        statuses=dict(statuses),
+        reasons=dict(reasons),
+        tiles_skipped=sum(1 for r in tile_reports if r.get("skipped")),
+        n_new=sum(int(r.get("new", 0)) for r in tile_reports),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# poses
+
+
+def record_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A harvest-table row → the Graph-record fields :func:`pose_from_mapillary` reads."""
+    rec: dict[str, Any] = {"id": str(row["image_id"])}
+    if row.get("lon") is not None and row.get("lat") is not None:
+        key = "computed_geometry" if row.get("position_source") == "computed" else "geometry"
+        rec[key] = {"type": "Point", "coordinates": [float(row["lon"]), float(row["lat"])]}
+    for k in ("computed_rotation", "computed_compass_angle", "compass_angle", "atomic_scale", "computed_altitude", "altitude"):
+        if row.get(k) is not None:
+            rec[k] = list(row[k]) if k == "computed_rotation" else row[k]
+    return rec
+
+
+def harvested_rows(table_path: Path) -> dict[str, dict[str, Any]]:
+    """Rows with status ``harvested`` (image on disk), by image id."""
+    from s2r_data.mapillary.table import read_table, table_rows
+
+    return {str(r["image_id"]): r for r in table_rows(read_table(table_path)) if r["status"] == "harvested"}
+
+
+def poses_from_harvest(table_path: Path, city: CityConfig, *, limit: int | None = None) -> tuple[list[Pose], dict[str, int]]:
+    """Poses of the harvested panoramas, sorted by image id (at most ``limit``), and the pose
+    failures counted by reason."""
+    mount_height_m = float(city.defaults.get("mount_height_m", 2.5))
+    poses: list[Pose] = []
+    failures: Counter[str] = Counter()
+    for image_id, row in sorted(harvested_rows(table_path).items()):
+        try:
+            poses.append(pose_from_mapillary(record_from_row(row), city.frame, mount_height_m=mount_height_m))
+        except PoseError as e:
+            failures[f"pose:{e.reason}"] += 1
+        if limit is not None and len(poses) >= limit:
+            break
+    return poses, dict(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# render + write (one task per batch: one Blender process, then its samples go into the store)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What a render batch needs per panorama (JSON-able through :meth:`to_dict`)."""
+
+    pose: Pose
+    photo_path: str  # absolute path of the harvested JPEG
+    tile: str | None = None
+    captured_at_ms: int | None = None
+    sequence_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pose": self.pose.to_dict(), "photo_path": self.photo_path, "tile": self.tile,
+                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SampleSpec":
+        return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"))
+
+
+def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> list[SampleSpec]:
+    rows = harvested_rows(table_path)
+    out = []
+    for p in poses:
+        r = rows[p.image_id]
+        out.append(SampleSpec(p, str((Path(harvest_dir) / r["image_path"]).resolve()), r.get("tile"), r.get("captured_at"), r.get("sequence_id")))
+    return out
+
+
+def render_path(renders_dir: Path, image_id: str) -> Path:
+    return Path(renders_dir) / f"{image_id}.npz"
+
+
+def load_photo(path: str | Path, width: int) -> np.ndarray:
+    """The harvested equirectangular JPEG resized to ``width × width/2``: uint8 (3, H, W)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (width, width // 2):
+            im = im.resize((width, width // 2), Image.LANCZOS)
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def store_exists(store_url: str) -> bool:
+    from s2r_data.store.urls import ZARR_DIR, location
+
+    return location(store_url).exists(f"{ZARR_DIR}/zarr.json")
+
+
+def ids_in_store(store_url: str) -> set[str]:
+    """Image ids committed to the store (empty if it does not exist yet)."""
+    from s2r_data.store.index import read_index
+    from s2r_data.store.urls import location
+
+    if not store_exists(store_url):
+        return set()
+    return {str(x) for x in read_index(location(store_url)).column("image_id").to_pylist()}
+
+
+def render_and_write_batch(
+    city_model_path: Path,
+    samples: Sequence[Mapping[str, Any]],
+    renders_dir: Path,
+    store_url: str,
+    *,
+    city: str,
+    width: int,
+    threads: int,
+) -> dict[str, Any]:
+    """Render a batch in one Blender worker (existing render files are reused), then commit each
+    rendered sample to the store (ids already there are left alone). Returns per-image outcomes."""
+    from s2r_data.render import RenderSettings, load_sim_passes, render_poses
+    from s2r_data.store.writer import DatasetWriter
+
+    specs = [SampleSpec.from_dict(s) for s in samples]
+    settings = RenderSettings(width=width, threads=threads)
+    t0 = time.perf_counter()
+    results = render_poses(city_model_path, [s.pose for s in specs], renders_dir, settings, progress=False)
+    render_s = time.perf_counter() - t0
+    items: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with DatasetWriter(store_url, height=settings.height, width=width, city=city) as writer:
+        for spec, r in zip(specs, results):
+            item = {"image_id": r.image_id, "render": r.status, "reason": r.reason, "store": "not_written"}
+            if r.status in ("ok", "skipped_existing") and r.path is not None:
+                if writer.has(r.image_id):
+                    item["store"] = "already_in_store"
+                else:
+                    try:
+                        passes = load_sim_passes(r.path)
+                        real = load_photo(spec.photo_path, width)
+                        row = {
+                            "pose": spec.pose,
+                            "tile": spec.tile,
+                            "captured_at": spec.captured_at_ms,
+                            "sequence_id": spec.sequence_id,
+                            "harvest_status": "harvested",
+                            "render_status": r.status,
+                            "outside_bounds": bool(r.flags.get("outside_bounds", False)),
+                            "inside_building": bool(r.flags.get("inside_building", False)),
+                            "render_time_s": passes.meta.get("render_time_s", r.render_time_s),
+                        }
+                        writer.write_sample(
+                            r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
+                            np.ones_like(passes.sky_mask), row, exist_ok=True,
+                        )
+                        item["store"] = "written"
+                    except Exception as e:  # noqa: BLE001 - one bad sample must not sink the batch
+                        item["store"] = "failed"
+                        item["reason"] = f"{type(e).__name__}: {e}"
+            items.append(item)
+    return {"items": items, "render_s": render_s, "write_s": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------
+# index, splits, verify, preview, summary
+
+
+def finalize_store(store_url: str, *, splits: Sequence[float | int], seed: int) -> dict[str, Any]:
+    """Compact the index, assign train/val/vis splits by sequence, verify every sample."""
+    from s2r_data.store import compact, verify
+    from s2r_train.splits import assign_splits
+
+    compact(store_url)
+    split_counts = assign_splits(store_url, list(splits), seed=seed)
+    report = verify(store_url)
+    ids = sorted(ids_in_store(store_url))
+    return {
+        "fingerprint": hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16],
+        "verified": bool(report.ok),
+        "problems": [str(p) for p in report.problems][:20],
+        "warnings": list(report.warnings)[:20],
+        "samples": int(report.n_samples),
+        "splits": dict(split_counts),
+    }
+
+
+def preview_pairs(store_url: str, count: int) -> list[Any]:
+    """The first ``count`` samples of the store as :class:`flows.report.PreviewPair`."""
+    from s2r_data.store.reader import open_dataset
+
+    from .report import PreviewPair
+
+    ds = open_dataset(store_url)
+    n = min(count, len(ds))
+    return [PreviewPair(ds.image_ids[i], ds.read(i, "sim"), ds.read(i, "real")) for i in range(n)]
+
+
+def summarize(
+    *,
+    city: str,
+    width: int,
+    store_url: str,
+    tiles: Sequence[str],
+    harvest: HarvestOutcome,
+    pose_failures: Mapping[str, int],
+    n_poses: int,
+    n_in_store_before: int,
+    batch_reports: Sequence[Mapping[str, Any]],
+    final: Mapping[str, Any],
+    timings: Mapping[str, float],
+) -> dict[str, Any]:
+    """The machine-readable build summary (``report.json``, the flow's return value)."""
+    items = [it for b in batch_reports for it in b["items"]]
+    render = Counter(it["render"] for it in items)
+    store = Counter(it["store"] for it in items)
+    failures: Counter[str] = Counter()
+    failures.update({k: v for k, v in harvest.reasons.items()})
+    failures.update(dict(pose_failures))
+    for it in items:
+        if it["render"] in ("failed", "skipped_flagged"):
+            failures[f"render:{(it['reason'] or '-').split(':')[0]}"] += 1
+        if it["store"] == "failed":
+            failures[f"store:{(it['reason'] or '-').split(':')[0]}"] += 1
+    from s2r_data.store.urls import location
+
+    return {
+        "city": city,
+        "width": width,
+        "height": width // 2,
+        "store_url": store_url,
+        "index_path": location(store_url).path("index.parquet"),
+        "harvest_table": str(harvest.table_path),
+        "tiles": list(tiles),
+        "samples_in_store": int(final["samples"]),
+        "verified": bool(final["verified"]),
+        "splits": dict(final.get("splits", {})),
+        "dataset_fingerprint": final.get("fingerprint"),
+        "counts": {
+            "tiles": len(tiles),
+            "tiles_already_done": harvest.tiles_skipped,
+            "panoramas_harvested": harvest.n_usable,
+            "panoramas_new_this_run": harvest.n_new,
+            "poses": n_poses,
+            "already_in_store": n_in_store_before,
+            "rendered_now": render.get("ok", 0),
+            "render_reused": render.get("skipped_existing", 0),
+            "written_now": store.get("written", 0),
+            "samples_in_store": int(final["samples"]),
+        },
+        "failures": dict(sorted(failures.items())),
+        "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
+        "render_s_per_batch": [round(float(b.get("render_s", 0.0)), 2) for b in batch_reports],
+    }
+
+
+def count_reasons(batch_reports: Sequence[Mapping[str, Any]]) -> str:
+    c = Counter(f"{it['render']}/{it['store']}: {(it.get('reason') or '-')[:80]}" for b in batch_reports for it in b["items"])
+    return "; ".join(f"{n}× {k}" for k, n in c.most_common(5)) or "no batches ran"

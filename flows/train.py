@@ -1,0 +1,140 @@
+"""Flow ``train``: a dataset → checkpoints, TensorBoard logs and sample grids (GPU work pools).
+
+The flow calls the trainer's command line (``python -m s2r_train train ...``) in a child
+process: the child owns the GPU memory, a crash cannot take the worker down, and resuming is
+the trainer's own contract (rerun the same command with ``--resume``). Output lines are
+forwarded to the flow run's log.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+__all__ = ["train", "resolve_config", "train_command", "run_logged", "TrainingFailedError"]
+
+
+class TrainingFailedError(RuntimeError):
+    pass
+
+
+def resolve_config(config: str) -> Path:
+    """A YAML path, or a preset name in ``s2r_train/configs`` (``tiny`` → ``configs/tiny.yaml``)."""
+    p = Path(config)
+    if p.is_file():
+        return p.resolve()
+    try:
+        from s2r_train.config import PRESET_DIR
+    except ImportError:  # pragma: no cover
+        PRESET_DIR = Path(__file__).resolve().parent.parent / "s2r_train" / "configs"
+    for cand in (PRESET_DIR / config, PRESET_DIR / f"{config}.yaml"):
+        if cand.is_file():
+            return cand.resolve()
+    presets = sorted(q.stem for q in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    raise FileNotFoundError(f"training config {config!r} is neither a file nor a preset; presets: {', '.join(presets) or 'none'} (in {PRESET_DIR})")
+
+
+def default_run_dir(dataset: str) -> Path:
+    name = Path(dataset.rstrip("/")).name.removesuffix(".zarr") or "dataset"
+    parent = Path(dataset.rstrip("/")).parent.name if name == "dataset" else ""
+    return Path("outputs") / "runs" / (parent or name)
+
+
+def train_command(config: Path, dataset: str, run_dir: Path, *, resume: bool, max_steps: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "s2r_train", "train", "--config", str(config), "--dataset", dataset, "--run-dir", str(run_dir), "--no-progress"]
+    if not resume:
+        cmd.append("--no-resume")  # the trainer resumes from the newest checkpoint by default
+    if max_steps is not None:
+        cmd += ["--max-steps", str(int(max_steps))]
+    return cmd
+
+
+def run_logged(cmd: Sequence[str], *, log_line, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
+    """Run ``cmd``, passing each output line to ``log_line``; returns the exit code. Ctrl-C or a
+    cancelled flow run terminates the child."""
+    proc = subprocess.Popen(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env, cwd=cwd
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                log_line(line)
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
+@task(name="train-model", tags=["gpu"])
+def train_task(config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None) -> dict[str, Any]:
+    log = get_run_logger()
+    cmd = train_command(Path(config), dataset, Path(run_dir), resume=resume, max_steps=max_steps)
+    log.info("running: %s", " ".join(cmd[1:]))
+    tail: list[str] = []
+
+    def log_line(line: str) -> None:
+        tail.append(line)
+        del tail[:-30]
+        log.info(line)
+
+    rc = run_logged(cmd, log_line=log_line, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if rc != 0:
+        raise TrainingFailedError(f"training exited with status {rc}; last lines:\n" + "\n".join(tail[-15:]))
+    return describe_run_dir(Path(run_dir))
+
+
+def describe_run_dir(run_dir: Path) -> dict[str, Any]:
+    """Checkpoints, TensorBoard event files and image grids found in a run directory."""
+    ckpts = sorted(str(p) for p in run_dir.rglob("*.pt"))
+    events = sorted({str(p.parent) for p in run_dir.rglob("events.out.tfevents.*")})
+    images = sorted(str(p) for p in run_dir.rglob("*.png"))
+    return {"run_dir": str(run_dir.resolve()), "checkpoints": ckpts, "tensorboard_dirs": events, "images": images[-8:]}
+
+
+@flow(name="train", description="Train the sim→real GAN on a dataset; rerun with resume=true to continue.")
+def train(
+    dataset: str,
+    config: str = "tiny",
+    run_dir: str | None = None,
+    resume: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train on ``dataset`` (a store URL written by build-dataset).
+
+    Args:
+        dataset: the Zarr store URL (e.g. ``outputs/paris/dataset.zarr``).
+        config: a training YAML path or a preset name in ``s2r_train/configs`` (e.g. ``tiny``).
+        run_dir: where checkpoints and logs go; default ``outputs/runs/<city>``.
+        resume: continue from the newest checkpoint in ``run_dir`` (a no-op when there is none);
+            false fails if ``run_dir`` already holds checkpoints.
+        max_steps: stop after this many optimizer steps (default: the config's).
+    """
+    if not dataset:
+        raise ValueError("parameter 'dataset' is required: the store URL written by build-dataset, e.g. outputs/paris/dataset.zarr")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps={max_steps}: must be >= 1 or null")
+    cfg = resolve_config(config)
+    run_path = Path(run_dir) if run_dir else default_run_dir(dataset)
+    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps)
+    lines = [
+        f"# Training run `{result['run_dir']}`",
+        "",
+        f"- dataset: `{dataset}`",
+        f"- config: `{cfg}`",
+        f"- checkpoints: {len(result['checkpoints'])} (newest `{result['checkpoints'][-1] if result['checkpoints'] else '-'}`)",
+        f"- TensorBoard: `tensorboard --logdir {result['run_dir']}`",
+    ]
+    create_markdown_artifact("\n".join(lines) + "\n", key="train-run", description="training run outputs")
+    return result

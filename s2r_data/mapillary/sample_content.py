@@ -1,0 +1,346 @@
+"""Replay content for the embedded ``sample`` city: synthetic panoramas along its streets.
+
+``python -m s2r_data.mapillary.sample_content --out data/sample/replay`` places ~24 panorama
+poses along the OSM highway lines inside the city boundary (every ~9 m, heading along the street,
+pitch/roll within ±3°, at least 1.5 m from building footprints), writes their Graph records to
+``images.json`` and renders stand-in photos ``images/<id>.jpg`` with the renderer's photo mode.
+
+Rotations are real Mapillary ``computed_rotation`` vectors: world = true-north ENU at the image,
+so the grid rotation of the city frame is undone (``R_enu = R_local · R_enu_true_to_local``), and
+:func:`s2r_data.poses.pose_from_mapillary` gives back exactly the placed pose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import string
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from shapely.geometry import LineString, MultiLineString
+from shapely.geometry.base import BaseGeometry
+import shapely
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..cities import CityConfig, load_city
+from ..frames import LocalFrame
+from ..poses import heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll, rotvec_from_matrix
+
+__all__ = [
+    "Placement",
+    "street_lines_local",
+    "place_panoramas",
+    "panorama_record",
+    "make_records",
+    "placeholder_jpeg",
+    "write_content",
+    "generate_sample_content",
+    "main",
+]
+
+SAMPLE_CREATOR = {"id": "100000000000001", "username": "s2r-sample"}
+_BASE_CAPTURED_AT_MS = 1718445600000  # 2024-06-15T10:00:00Z
+
+
+@dataclass(frozen=True)
+class Placement:
+    x_m: float  # local_m
+    y_m: float
+    heading_grid_deg: float  # clockwise from grid north (local_m +y)
+    street_key: str  # one sequence per street line
+
+
+def street_lines_local(osm_path: str | Path, frame: LocalFrame, boundary_local: BaseGeometry) -> list[tuple[str, LineString]]:
+    """OSM ``highway=*`` ways clipped to the boundary, in ``local_m`` (one entry per clipped part)."""
+    import osmium
+
+    out: list[tuple[str, LineString]] = []
+    for o in osmium.FileProcessor(str(osm_path)).with_locations():
+        if not (o.is_way() and "highway" in o.tags):
+            continue
+        try:
+            lonlat = [(n.lon, n.lat) for n in o.nodes]
+        except osmium.InvalidLocationError:
+            continue
+        if len(lonlat) < 2:
+            continue
+        x, y = frame.lonlat_to_local([p[0] for p in lonlat], [p[1] for p in lonlat])
+        clipped = LineString(np.column_stack([x, y])).intersection(boundary_local)
+        parts = clipped.geoms if isinstance(clipped, MultiLineString) else [clipped]
+        for i, part in enumerate(parts):
+            if isinstance(part, LineString) and not part.is_empty and part.length > 0.5:
+                out.append((f"w{o.id}" + (f"_{i}" if i else ""), part))
+    return sorted(out, key=lambda kv: kv[0])
+
+
+def _heading_at(line: LineString, s: float) -> float:
+    a = line.interpolate(max(0.0, s - 0.5))
+    b = line.interpolate(min(line.length, s + 0.5))
+    return math.degrees(math.atan2(b.x - a.x, b.y - a.y)) % 360.0
+
+
+def place_panoramas(
+    lines: Sequence[tuple[str, LineString]],
+    footprints_local: BaseGeometry,
+    *,
+    step_m: float = 9.0,
+    clearance_m: float = 1.5,
+    max_count: int = 24,
+    seed: int = 0,
+) -> list[Placement]:
+    """Points every ``step_m`` along each line, ≥ ``clearance_m`` from every footprint and
+    ≥ ``step_m / 2`` from each other, heading
+    along the line (reversed on some streets, as capture direction varies). At most
+    ``max_count``, thinned evenly."""
+    if step_m <= 0 or clearance_m < 0 or max_count < 1:
+        raise ValueError(f"need step_m > 0, clearance_m >= 0, max_count >= 1 (got {step_m}, {clearance_m}, {max_count})")
+    rng = random.Random(seed)
+    keep_out = footprints_local.buffer(clearance_m) if not footprints_local.is_empty else None
+    found: list[Placement] = []
+    for key, line in lines:
+        reverse = rng.random() < 0.5
+        n = max(1, int(line.length // step_m))
+        offset = (line.length - (n - 1) * step_m) / 2 if n > 1 else line.length / 2
+        for i in range(n):
+            s = offset + i * step_m
+            p = line.interpolate(s)
+            if keep_out is not None and keep_out.contains(p):
+                continue
+            if any(math.hypot(q.x_m - p.x, q.y_m - p.y) < step_m / 2 for q in found):
+                continue  # overlapping ways (sidewalk beside carriageway): one pano is enough
+            h = _heading_at(line, s)
+            found.append(Placement(float(p.x), float(p.y), (h + 180.0) % 360.0 if reverse else h, key))
+    if len(found) > max_count:
+        idx = np.round(np.linspace(0, len(found) - 1, max_count)).astype(int)
+        found = [found[i] for i in idx]
+    return found
+
+
+def _random_id(rng: random.Random, digits: int = 16) -> str:
+    return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
+
+
+def panorama_record(
+    image_id: str,
+    placement: Placement,
+    frame: LocalFrame,
+    *,
+    pitch_deg: float,
+    roll_deg: float,
+    sequence_id: str,
+    captured_at_ms: int,
+    rng: random.Random,
+    width: int = 2048,
+) -> dict[str, Any]:
+    """A Graph image record (Mapillary field names and types) for a panorama at ``placement``."""
+    lon, lat = (float(v) for v in frame.local_to_lonlat(placement.x_m, placement.y_m))
+    R_local = rotation_from_heading_pitch_roll(placement.heading_grid_deg, pitch_deg, roll_deg)
+    R_enu = R_local @ frame.R_enu_true_to_local(lon, lat)  # undo the meridian convergence
+    compass = heading_pitch_roll_deg(R_enu)[0]
+    gps_dx, gps_dy = rng.gauss(0, 1.5), rng.gauss(0, 1.5)  # EXIF GPS is a few metres off
+    glon, glat = (float(v) for v in frame.local_to_lonlat(placement.x_m + gps_dx, placement.y_m + gps_dy))
+    return {
+        "id": image_id,
+        "computed_geometry": {"type": "Point", "coordinates": [lon, lat]},
+        "geometry": {"type": "Point", "coordinates": [glon, glat]},
+        "computed_rotation": [float(v) for v in rotvec_from_matrix(R_enu)],
+        "computed_compass_angle": round(compass, 6),
+        "compass_angle": round((compass + rng.gauss(0, 6.0)) % 360.0, 3),
+        "computed_altitude": round(2.5 + rng.gauss(0, 0.8), 3),
+        "altitude": round(38.0 + rng.gauss(0, 3.0), 3),
+        "atomic_scale": round(rng.uniform(0.92, 1.08), 6),
+        "camera_type": "spherical",
+        "captured_at": int(captured_at_ms),
+        "sequence": sequence_id,
+        "is_pano": True,
+        "width": width,
+        "height": width // 2,
+        "exif_orientation": 1,
+        "creator": dict(SAMPLE_CREATOR),
+        "make": "s2r",
+        "model": "synthetic stand-in (Blender photo mode)",
+        "quality_score": round(rng.uniform(0.6, 0.95), 4),
+        "merge_cc": float(4546427159383000000 + (abs(hash(sequence_id)) % 1000) * 1000),
+    }
+
+
+def make_records(
+    placements: Sequence[Placement],
+    frame: LocalFrame,
+    *,
+    seed: int = 0,
+    max_tilt_deg: float = 3.0,
+    width: int = 2048,
+    organization_id: int | None = 1805883732926354,
+) -> list[dict[str, Any]]:
+    """One record per placement: 16-digit string ids, one sequence per street, captures 2 s apart,
+    pitch and roll uniform in ±``max_tilt_deg``. ``organization_id`` (a tiles-only property) on
+    about half the records, as live tiles often lack it."""
+    rng = random.Random(seed)
+    seqs: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for i, pl in enumerate(placements):
+        if pl.street_key not in seqs:
+            seqs[pl.street_key] = "".join(rng.choices(string.ascii_lowercase + string.digits, k=22))
+        rec = panorama_record(
+            _random_id(rng),
+            pl,
+            frame,
+            pitch_deg=rng.uniform(-max_tilt_deg, max_tilt_deg),
+            roll_deg=rng.uniform(-max_tilt_deg, max_tilt_deg),
+            sequence_id=seqs[pl.street_key],
+            captured_at_ms=_BASE_CAPTURED_AT_MS + 600_000 * len(seqs) + 2000 * i,
+            rng=rng,
+            width=width,
+        )
+        if organization_id is not None and rng.random() < 0.5:
+            rec["organization_id"] = organization_id
+        out.append(rec)
+    return out
+
+
+def placeholder_jpeg(width: int = 256, *, seed: int = 0, quality: int = 85) -> bytes:
+    """A cheap 2:1 stand-in panorama (sky gradient, ground, random blocks) for tests."""
+    from PIL import Image
+
+    h = width // 2
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0.0, 1.0, h)[:, None, None]
+    sky = np.array([90, 150, 230]) * (1 - rows) + np.array([200, 220, 240]) * rows
+    img = np.broadcast_to(sky, (h, width, 3)).copy()
+    img[h // 2 :] = np.array([95, 90, 85]) + rng.integers(-10, 10, size=3)
+    for _ in range(6):
+        x0 = int(rng.integers(0, width))
+        w = int(rng.integers(width // 32 + 1, width // 6 + 2))
+        top = int(rng.integers(h // 8, h // 2))
+        img[top : h // 2, x0 : x0 + w] = rng.integers(80, 220, size=3)
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_content(out_dir: str | Path, records: Sequence[dict[str, Any]], images: dict[str, bytes] | None = None) -> Path:
+    """Write ``images.json`` and ``images/<id>.jpg`` (each atomically)."""
+    out_dir = Path(out_dir)
+    for image_id, data in (images or {}).items():
+        atomic_write_bytes(out_dir / "images" / f"{image_id}.jpg", data)
+    atomic_write_text(out_dir / "images.json", json.dumps({"images": list(records)}, indent=1) + "\n")
+    return out_dir
+
+
+def _render_photos(city: CityConfig, records: Sequence[dict[str, Any]], width: int, quality: int, work_dir: Path) -> dict[str, bytes]:
+    """Stand-in photos from the renderer's photo mode (lit, textured, sky)."""
+    from ..osm import build_or_load_city_model  # the renderer's input
+    from ..render import RenderSettings, render_poses
+
+    model = build_or_load_city_model(city, work_dir / "city")
+    model_path = model if isinstance(model, (str, Path)) else work_dir / "city" / "city_model.npz"
+    if not isinstance(model, (str, Path)) and not Path(model_path).is_file():
+        model.save(model_path)
+    poses = [pose_from_mapillary(r, city.frame) for r in records]
+    render_poses(model_path, poses, work_dir / "photos", RenderSettings(mode="photo", width=width, jpeg_quality=quality))
+    out: dict[str, bytes] = {}
+    for r in records:
+        p = work_dir / "photos" / f"{r['id']}.jpg"
+        if not p.is_file():
+            raise RuntimeError(f"renderer produced no photo for image {r['id']} (expected {p})")
+        out[r["id"]] = p.read_bytes()
+    return out
+
+
+def _footprints_local(city: CityConfig, work_dir: Path) -> BaseGeometry:
+    from ..osm import build_or_load_city_model
+
+    model = build_or_load_city_model(city, work_dir / "city")
+    if isinstance(model, (str, Path)):
+        from ..citymodel import CityModel
+
+        model = CityModel.load(model)
+    return model.footprints()
+
+
+def generate_sample_content(
+    out_dir: str | Path,
+    *,
+    city_name: str = "sample",
+    count: int = 24,
+    step_m: float = 9.0,
+    seed: int = 0,
+    photos: str = "render",
+    width: int = 2048,
+    quality: int = 85,
+    work_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Place, describe and (``photos='render'``) render the sample city's panoramas.
+
+    ``photos='placeholder'`` writes synthetic stand-ins instead (no Blender), ``'none'`` only
+    ``images.json``."""
+    if photos not in ("render", "placeholder", "none"):
+        raise ValueError(f"photos={photos!r}: expected 'render', 'placeholder' or 'none'")
+    city = load_city(city_name)
+    frame = city.frame
+    boundary_local = shapely.transform(city.polygon, lambda xy: np.column_stack(frame.lonlat_to_local(xy[:, 0], xy[:, 1])))
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="s2r-sample-") if work_dir is None else None
+    work = Path(work_dir) if work_dir is not None else Path(tmp_ctx.name)
+    try:
+        footprints = _footprints_local(city, work)
+        lines = street_lines_local(city.local_osm_path(), frame, boundary_local)
+        placements = place_panoramas(lines, footprints, step_m=step_m, max_count=count, seed=seed)
+        if len(placements) < count:  # short streets: step down to the low end of 8-10 m
+            placements = place_panoramas(lines, footprints, step_m=min(step_m, 8.0), max_count=count, seed=seed)
+        records = make_records(placements, frame, seed=seed, width=width)
+        images: dict[str, bytes] = {}
+        if photos == "render":
+            images = _render_photos(city, records, width, quality, work)
+        elif photos == "placeholder":
+            images = {r["id"]: placeholder_jpeg(width, seed=i, quality=quality) for i, r in enumerate(records)}
+        out = Path(out_dir)
+        if (out / "images").is_dir():
+            stale = {p.stem for p in (out / "images").glob("*.jpg")} - {r["id"] for r in records}
+            for s in stale:
+                (out / "images" / f"{s}.jpg").unlink()
+        write_content(out, records, images)
+        return records
+    finally:
+        if tmp_ctx is not None:
+            tmp_ctx.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m s2r_data.mapillary.sample_content", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="data/sample/replay")
+    ap.add_argument("--city", default="sample")
+    ap.add_argument("--count", type=int, default=24)
+    ap.add_argument("--step-m", type=float, default=9.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photos", choices=("render", "placeholder", "none"), default="render")
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--quality", type=int, default=85)
+    ap.add_argument("--work-dir", default=None, help="keep the city model and raw renders here")
+    args = ap.parse_args(argv)
+    recs = generate_sample_content(
+        args.out,
+        city_name=args.city,
+        count=args.count,
+        step_m=args.step_m,
+        seed=args.seed,
+        photos=args.photos,
+        width=args.width,
+        quality=args.quality,
+        work_dir=args.work_dir,
+    )
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    print(f"wrote {len(recs)} panoramas to {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The dataset store: one Zarr v3 group of per-sample shards + a Parquet index, at a URL.
+
+Layout (see :mod:`s2r_data.store.urls`)::
+
+    <url>/data.zarr/{sim,label,real,mask}[_l<k>]   (N, C, H>>k, W>>k), shard = one sample,
+                                                   inner chunks (1, C, 256, 256), Blosc lz4+shuffle
+    <url>/index.parquet                            compacted index (schema: store.schema.INDEX_SCHEMA)
+    <url>/index.d/<image_id>.parquet               per-sample index fragment = commit marker
+    <url>/_s2r/lock, _s2r/slots.log, _s2r/busy/    writer coordination (local stores)
+
+``sim`` float16 (DiffCol 3 [0,1], world normal 3 in ``local_m``, Euclidean depth m 1; sky = 0),
+``label`` uint8 class index (``s2r_data.citymodel.CLASSES``), ``real`` uint8 photo, ``mask`` uint8
+(sky, valid). Level k ≥ 1 arrays are 2^k-downsampled copies for alias-free small crops
+(:mod:`s2r_data.store.pyramid`).
+
+Write protocol (crash- and concurrency-safe; several writer processes on one local store):
+
+1. Validate the sample in memory (:class:`SampleValidationError` names the bad input; nothing
+   written).
+2. Take the per-image busy lock (``fcntl.flock`` on one of 256 bucket files) so one image is
+   never written by two processes at once; return/raise if it is already committed.
+3. Under the store lock (``flock`` on ``_s2r/lock``): look the image up in ``_s2r/slots.log``
+   (reuse the slot of a crashed earlier attempt) or append ``"<id> <slot>"`` with slot = max + 1
+   (fsync'd; a torn last line is ignored); grow every array geometrically if the slot is past its
+   capacity. Only lock holders resize, and they re-read ``zarr.json`` first, so the
+   last-writer-wins metadata rewrite never loses a growth. Samples are never shrunk away.
+4. Outside the lock: write each array's row ``slot`` as one whole shard (a file per sample per
+   array; zarr's LocalStore writes temp file + rename). Different samples never share a shard, so
+   concurrent writers never rewrite each other's bytes.
+5. Commit: atomically rename ``index.d/<id>.parquet`` into place (s2r_data.atomic).
+
+A ``kill -9`` anywhere before 5 leaves an allocated, uncommitted slot (invisible to readers; a
+rerun writes the same id into the same slot); after 5 the sample is complete. Readers list only
+committed rows (:func:`open_dataset`); :func:`compact` merges fragments into ``index.parquet``
+under the store lock (write, then delete merged fragments; readers read fragments first so they
+never miss a row during a compaction). :func:`verify` re-checks everything;
+``python -m s2r_data.store verify|info|compact URL`` from the shell.
+Reading works for any fsspec URL; writing needs a local path (fcntl locks) — build locally and
+copy the directory to object storage.
+"""
+
+from .index import IndexRowError, make_index_row
+from .reader import DatasetNotFoundError, DatasetReader, open_dataset
+from .schema import DEFAULT_CODEC, INDEX_SCHEMA, INDEX_SCHEMA_VERSION, CodecChoice
+from .verify import Problem, VerifyReport, verify
+from .writer import (
+    DatasetWriter,
+    SampleExistsError,
+    SampleValidationError,
+    StoreMismatchError,
+    compact,
+    store_lock,
+)
+
+__all__ = [
+    "DatasetWriter",
+    "DatasetReader",
+    "open_dataset",
+    "verify",
+    "VerifyReport",
+    "Problem",
+    "compact",
+    "store_lock",
+    "SampleValidationError",
+    "SampleExistsError",
+    "StoreMismatchError",
+    "IndexRowError",
+    "DatasetNotFoundError",
+    "make_index_row",
+    "INDEX_SCHEMA",
+    "INDEX_SCHEMA_VERSION",
+    "CodecChoice",
+    "DEFAULT_CODEC",
+]

@@ -1,0 +1,53 @@
+"""``python -m s2r_data.store verify URL`` (exit 1 on problems) | ``info URL`` | ``compact URL``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from . import compact, open_dataset, verify
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m s2r_data.store", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("verify", help="check every sample; non-zero exit on problems")
+    v.add_argument("url")
+    v.add_argument("--no-pyramid", action="store_true", help="skip comparing pyramid levels with level 0")
+    v.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("info", help="print attributes and index summary as JSON")
+    i.add_argument("url")
+    c = sub.add_parser("compact", help="merge index fragments into index.parquet")
+    c.add_argument("url")
+    args = ap.parse_args(argv)
+    if args.cmd == "verify":
+        rep = verify(args.url, check_pyramid=not args.no_pyramid, progress=not args.no_progress)
+        print(rep.summary())
+        return 0 if rep.ok else 1
+    if args.cmd == "compact":
+        print(f"{compact(args.url)} rows in index.parquet")
+        return 0
+    ds = open_dataset(args.url)
+    t = ds.index
+    attrs = ds.attrs
+    info = {
+        "url": ds.loc.url,
+        "samples": len(ds),
+        "city": attrs.get("city"),
+        "height": attrs.get("height"),
+        "width": attrs.get("width"),
+        "pyramid_levels": attrs.get("pyramid_levels"),
+        "codec": attrs.get("codec"),
+        "dataset_version": attrs.get("dataset_version"),
+        "splits": dict(Counter(t.column("split").to_pylist())) if len(ds) else {},
+        "sequences": len(set(t.column("sequence_id").to_pylist())) if len(ds) else 0,
+        "index_columns": t.schema.names,
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

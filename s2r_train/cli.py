@@ -1,0 +1,139 @@
+"""``python -m s2r_train {train,infer,fid}`` (also the ``s2r-train`` script).
+
+    python -m s2r_train train --config s2r_train/configs/s2r.yaml --dataset URL --run-dir DIR \
+        [--resume [PATH]] [--no-resume] [--max-steps N] [--set train.lr_g=2e-4 ...] [--dry-run]
+    torchrun --standalone --nproc_per_node=8 -m s2r_train train ...      (same script and config)
+    python -m s2r_train infer --checkpoint CKPT --input RENDER_DIR|URL --out DIR [--mode panorama|views]
+    python -m s2r_train fid --real DIR --fake DIR
+
+Training resumes from the newest checkpoint in the run dir by default (rerun the same
+command); ``--no-resume`` refuses to start over an existing run instead of mixing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m s2r_train", description="s2r sim→real GAN: train, infer, FID/KID")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a generator (resumes from the run dir)")
+    t.add_argument("--config", required=True, help="YAML path or preset name (thesis, s2r, tiny)")
+    t.add_argument("--dataset", default=None, metavar="URL", help="dataset URL or synthetic://N (overrides data.url)")
+    t.add_argument("--run-dir", required=True, type=Path, help="checkpoints, TensorBoard logs, samples, config.yaml")
+    t.add_argument("--resume", nargs="?", const="latest", default="latest", metavar="PATH",
+                   help="checkpoint to resume from (default: newest in the run dir, if any)")
+    t.add_argument("--no-resume", action="store_true", help="fail if the run dir already holds checkpoints")
+    t.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop at absolute step N (checkpoint saved)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.batch_size=8 (repeatable)")
+    t.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--no-progress", action="store_true")
+
+    i = sub.add_parser("infer", help="translate rendered passes into photo-like PNGs")
+    i.add_argument("--checkpoint", required=True, type=Path)
+    i.add_argument("--input", required=True, help="render output dir (*.npz) or dataset URL")
+    i.add_argument("--out", required=True, type=Path)
+    i.add_argument("--mode", choices=["panorama", "views"], default="panorama")
+    i.add_argument("--tile", type=int, default=None, help="tile size (px) for tiled panorama inference")
+    i.add_argument("--overlap", type=int, default=32)
+    i.add_argument("--yaw-deg", type=float, nargs="+", default=[0.0, 90.0, 180.0, 270.0])
+    i.add_argument("--pitch-deg", type=float, default=0.0)
+    i.add_argument("--fov-deg", type=float, default=90.0)
+    i.add_argument("--size", type=int, default=256, help="perspective view size (px)")
+    i.add_argument("--split", default="val", help="dataset split (dataset input only)")
+    i.add_argument("--limit", type=int, default=None, help="max images (dataset input only)")
+    i.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
+    i.add_argument("--device", default="cpu")
+
+    f = sub.add_parser("fid", help="FID and KID between two image directories (offline Inception)")
+    f.add_argument("--real", required=True, type=Path)
+    f.add_argument("--fake", required=True, type=Path)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--kid-subsets", type=int, default=100)
+    f.add_argument("--kid-subset-size", type=int, default=1000)
+    f.add_argument("--json", type=Path, default=None, help="also write the result here")
+    return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointManager
+    from .config import ConfigError, config_to_yaml, load_config
+
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"data.url={args.dataset}")
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(config_to_yaml(config), end="")
+        return 0
+    existing = CheckpointManager(args.run_dir).latest()
+    if args.no_resume and existing is not None:
+        print(f"{args.run_dir} already holds {existing.name}; use another --run-dir or drop --no-resume",
+              file=sys.stderr)
+        return 2
+    from .trainer import Trainer, init_distributed
+
+    info = init_distributed(args.device)
+    resume_from = None if args.resume in (None, "latest") else Path(args.resume)
+    trainer = Trainer(config, run_dir=args.run_dir, dist_info=info, max_steps=args.max_steps,
+                      resume=not args.no_resume, resume_from=resume_from, progress=not args.no_progress)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+        if info.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if info.is_main:
+        print(json.dumps({k: v for k, v in summary.items() if k != "last"}))
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from .infer import infer_dataset, infer_render_dir, load_generator
+
+    G, config = load_generator(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    src = Path(args.input)
+    if src.is_dir() and any(src.glob("*.npz")):
+        written = infer_render_dir(G, config, src, args.out, mode=args.mode, tile=args.tile, overlap=args.overlap,
+                                   yaws_deg=args.yaw_deg, pitch_deg=args.pitch_deg, fov_deg=args.fov_deg,
+                                   size=args.size, device=args.device)
+    else:
+        written = infer_dataset(G, config, args.input, args.out, split=args.split, limit=args.limit,
+                                device=args.device)
+    print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def _fid(args: argparse.Namespace) -> int:
+    from s2r_data.atomic import atomic_write_text
+
+    from .fid import fid_kid_dirs
+
+    res = fid_kid_dirs(args.real, args.fake, batch_size=args.batch_size, device=args.device,
+                       kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"train": _train, "infer": _infer, "fid": _fid}[args.command](args)

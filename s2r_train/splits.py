@@ -1,0 +1,139 @@
+"""Train/val(/test) split assignment, grouped by Mapillary sequence, written into the index.
+
+Spec semantics (the thesis's ``[0.8, 0.2, 5]``): ``SplitSpec(train=0.8, val=0.2, vis=5)``
+
+* ``train``, ``val`` — fractions of the samples (floats in [0, 1], sum ≤ 1) **or** sample counts
+  (ints ≥ 0); both of the same kind. Whole sequences are assigned, so the achieved sizes are the
+  closest a greedy fill can get: sequences, in a seeded random order, go to the split with the
+  largest remaining deficit (target − assigned samples). Fractions summing to < 1 (or counts
+  below the total) leave the rest as ``"test"``.
+* ``vis`` — number of visualisation samples, chosen from the **val** split (held out from
+  training), one per val sequence first (most diverse), then more from the same sequences if
+  needed; marked with ``vis_index`` 0..vis−1 (their ``split`` stays ``"val"``). Load them with
+  ``PanoCropDataset(split="vis", deterministic=True)``.
+* Samples without a ``sequence_id`` are each their own group.
+* Deterministic: same index + same spec + same seed ⇒ same assignment (sequences are sorted
+  before the seeded shuffle).
+
+:func:`assign_splits` rewrites ``index.parquet`` under the store lock (after compacting
+fragments); rows committed later have ``split`` null until it is run again (it re-assigns
+everything, so only run it before training starts).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["SplitSpec", "split_groups", "assign_splits"]
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    train: float | int = 0.8
+    val: float | int = 0.2
+    vis: int = 5
+
+    def __post_init__(self) -> None:
+        kinds = {isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (self.train, self.val)}
+        if len(kinds) != 1:
+            raise ValueError(f"SplitSpec: train and val must both be fractions or both counts, got {self.train!r}, {self.val!r}")
+        if self.train < 0 or self.val < 0 or self.vis < 0:
+            raise ValueError(f"SplitSpec: negative size in {self}")
+        if self.is_fraction and self.train + self.val > 1.0 + 1e-9:
+            raise ValueError(f"SplitSpec: fractions train + val = {self.train + self.val} > 1")
+
+    @property
+    def is_fraction(self) -> bool:
+        return isinstance(self.train, float) or isinstance(self.val, float)
+
+    @classmethod
+    def from_list(cls, spec: Sequence[float | int]) -> "SplitSpec":
+        """``[train, val, vis]`` as in the thesis config (e.g. ``[0.8, 0.2, 5]``)."""
+        if len(spec) != 3:
+            raise ValueError(f"split spec {list(spec)}: expected [train, val, n_visualisation]")
+        t, v, n = spec
+        if isinstance(n, float) and not n.is_integer():
+            raise ValueError(f"split spec {list(spec)}: the third entry is a number of samples")
+        return cls(train=t, val=v, vis=int(n))
+
+    def targets(self, n_samples: int) -> tuple[float, float]:
+        if self.is_fraction:
+            return self.train * n_samples, self.val * n_samples
+        if self.train + self.val > n_samples:
+            raise ValueError(f"SplitSpec counts train={self.train} + val={self.val} exceed the {n_samples} samples")
+        return float(self.train), float(self.val)
+
+
+def split_groups(
+    image_ids: Sequence[str], sequence_ids: Sequence[str | None], spec: SplitSpec, seed: int
+) -> tuple[list[str], list[int | None]]:
+    """Pure assignment: per sample ``split`` ("train"/"val"/"test") and ``vis_index`` (or None)."""
+    n = len(image_ids)
+    groups: dict[str, list[int]] = {}
+    for i, (img, seq) in enumerate(zip(image_ids, sequence_ids)):
+        key = f"seq:{seq}" if seq not in (None, "") else f"img:{img}"
+        groups.setdefault(key, []).append(i)
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    t_train, t_val = spec.targets(n)
+    t_test = max(n - t_train - t_val, 0.0)
+    targets = {"train": t_train, "val": t_val, "test": t_test}
+    assigned = {"train": 0, "val": 0, "test": 0}
+    split: list[str] = [""] * n
+    seq_of_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for k in order:
+        key = keys[k]
+        members = groups[key]
+        # the split with the largest remaining deficit; ties → train, val, test
+        name = max(("train", "val", "test"), key=lambda s: (targets[s] - assigned[s], -("train", "val", "test").index(s)))
+        for i in members:
+            split[i] = name
+        assigned[name] += len(members)
+        seq_of_split[name].append(key)
+    # visualisation: round-robin over val sequences (in their seeded order), first image id first
+    vis_index: list[int | None] = [None] * n
+    pools = [sorted(groups[k], key=lambda i: image_ids[i]) for k in seq_of_split["val"]]
+    if spec.vis > sum(len(p) for p in pools):
+        raise ValueError(f"SplitSpec.vis={spec.vis} but the val split has only {sum(len(p) for p in pools)} samples")
+    v, depth = 0, 0
+    while v < spec.vis:
+        for p in pools:
+            if depth < len(p) and v < spec.vis:
+                vis_index[p[depth]] = v
+                v += 1
+        depth += 1
+    return split, vis_index
+
+
+def assign_splits(url: str | os.PathLike, spec: SplitSpec | Sequence[float | int], seed: int = 0) -> dict[str, int]:
+    """Assign ``split``/``vis_index`` to every committed sample of the dataset at ``url`` (local)
+    and rewrite ``index.parquet`` atomically. Returns sample counts per split (+ ``"vis"``)."""
+    from s2r_data.store.index import compact_index, read_index, write_index_table
+    from s2r_data.store.schema import INDEX_SCHEMA
+    from s2r_data.store.urls import location
+    from s2r_data.store.writer import store_lock
+
+    if not isinstance(spec, SplitSpec):
+        spec = SplitSpec.from_list(spec)
+    loc = location(url)
+    with store_lock(loc):
+        compact_index(loc)
+        table = read_index(loc)
+        if table.num_rows == 0:
+            raise ValueError(f"{loc.url}: no committed samples to split")
+        ids = table.column("image_id").to_pylist()
+        seqs = table.column("sequence_id").to_pylist()
+        split, vis = split_groups(ids, seqs, spec, seed)
+        i_split = table.schema.get_field_index("split")
+        i_vis = table.schema.get_field_index("vis_index")
+        table = table.set_column(i_split, INDEX_SCHEMA.field("split"), pa.array(split, pa.string()))
+        table = table.set_column(i_vis, INDEX_SCHEMA.field("vis_index"), pa.array(vis, pa.int16()))
+        write_index_table(loc, "index.parquet", table)
+    counts = {s: split.count(s) for s in ("train", "val", "test")}
+    counts["vis"] = sum(v is not None for v in vis)
+    return counts

@@ -1,0 +1,230 @@
+"""Integration: a real Prefect server, work pools, ``prefect deploy --all`` from prefect.yaml, a
+process worker, and ``prefect deployment run 'build-dataset/build-dataset'`` on the sample city
+(replay server; the token comes from the Secret block ``mapillary-token``).
+
+Scenario (one server session, ~2-3 min): run → kill the worker (and its flow run, Blender) in the
+middle of rendering → a new worker and a new run complete without re-harvesting, re-rendering
+finished panoramas or duplicating samples → a run with an unknown city fails with a message that
+names it. Everything started here is stopped, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from s2r_data.mapillary.replay import ReplayServer
+from s2r_data.mapillary.table import read_table, table_rows
+
+from .conftest import REPO, TEST_TOKEN
+
+pytestmark = [pytest.mark.slow, pytest.mark.blender]
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendant pids (from /proc), children first discovered first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal ``proc`` and every process it started (flow-run subprocess, Blender worker)."""
+    if proc.poll() is not None:
+        return
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class Stack:
+    """The processes of one test session; :meth:`close` stops all of them."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        port = _free_port()
+        self.api = f"http://127.0.0.1:{port}/api"
+        self.port = port
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+        self.env.pop("MAPILLARY_TOKEN", None)  # the flow must find the token in the Secret block
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "ab")
+        p = subprocess.Popen(args, env={**self.env, **(extra_env or {})}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        r = subprocess.run([PREFECT, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"prefect {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def start_server(self) -> None:
+        self.spawn("server", [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"])
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.api}/health", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            assert self.procs[0].poll() is None, (self.tmp / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        pytest.fail("prefect server did not answer /api/health within 180 s:\n" + (self.tmp / "server.log").read_text()[-3000:])
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        return self.spawn(name, [PREFECT, "worker", "start", "--pool", "cpu-pool", "--name", name],
+                          {"S2R_PROJECT_DIR": str(REPO)})
+
+    def run_deployment(self, name: str, params: dict, job_env: dict[str, str] | None = None) -> str:
+        args = ["deployment", "run", name]
+        for k, v in params.items():
+            args += ["--param", f"{k}={json.dumps(v)}"]
+        if job_env:
+            args += ["--job-variable", f"env={json.dumps(job_env)}"]
+        out = self.cli(*args)
+        m = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+        assert m, f"no flow run id in:\n{out}"
+        return m.group(1)
+
+    def flow_run(self, run_id: str) -> dict:
+        r = requests.get(f"{self.api}/flow_runs/{run_id}", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fr = self.flow_run(run_id)
+            if fr["state_type"] in TERMINAL:
+                return fr
+            time.sleep(1)
+        pytest.fail(f"flow run {run_id} not finished after {timeout} s (state {fr['state_type']}); logs in {self.tmp}")
+
+    def logs(self, run_id: str) -> str:
+        r = requests.post(f"{self.api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}, timeout=10)
+        r.raise_for_status()
+        return "\n".join(x["message"] for x in r.json())
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            _kill_tree(p, signal.SIGTERM if p is self.procs[0] else signal.SIGKILL)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _render_files(out: Path, width: int) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "sample" / "renders" / f"w{width}").glob("*.npz")}
+
+
+def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
+    from s2r_data.store import open_dataset, verify
+
+    out = tmp_path / "outputs"
+    width = 128
+    with ReplayServer(sample_content, TEST_TOKEN) as srv:
+        stack.start_server()
+        stack.cli("work-pool", "create", "cpu-pool", "--type", "process")
+        stack.cli("work-pool", "create", "gpu-pool", "--type", "process")
+        stack.cli("--no-prompt", "deploy", "--all", timeout=180)
+        listed = stack.cli("deployment", "ls")
+        for name in ("build-dataset/build-dataset", "train/train-gpu", "train/train-cpu"):
+            assert name in listed, listed
+        subprocess.run(
+            [sys.executable, "-c", f"from prefect.blocks.system import Secret; Secret(value={TEST_TOKEN!r}).save('mapillary-token', overwrite=True)"],
+            env=stack.env, check=True, timeout=120,
+        )
+        params = {"city": "sample", "width": width, "out_dir": str(out), "graph_url": srv.graph_url,
+                  "tiles_url": srv.tiles_url, "batch_size": 2, "preview_count": 1}
+        one_at_a_time = {"S2R_TASK_WORKERS": "1"}  # sequential batches: a crash lands mid-render
+
+        # 1. run, then kill the worker with its flow run while panoramas are being rendered
+        worker = stack.start_worker("worker-1")
+        run1 = stack.run_deployment("build-dataset/build-dataset", params, one_at_a_time)
+        deadline = time.monotonic() + 240
+        while len(_render_files(out, width)) < 3:
+            fr = stack.flow_run(run1)
+            assert fr["state_type"] not in TERMINAL, f"run ended before the crash: {fr['state']}\n{stack.logs(run1)}"
+            assert time.monotonic() < deadline, f"no renders after 240 s\n{stack.logs(run1)}"
+            time.sleep(0.2)
+        _kill_tree(worker)
+        time.sleep(1)
+        harvested = sorted(r["image_id"] for r in table_rows(read_table(out / "sample" / "harvest" / "harvest.parquet"))
+                           if r["status"] == "harvested")
+        before = _render_files(out, width)
+        assert 0 < len(before) < len(harvested), "the crash should interrupt the rendering"
+
+        # 2. a new worker and a new run finish the job; nothing finished is redone
+        srv.reset_log()
+        stack.start_worker("worker-2")
+        run2 = stack.run_deployment("build-dataset/build-dataset", params)
+        fr = stack.wait(run2, timeout=300)
+        assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{stack.logs(run2)}"
+        assert srv.request_counts() == {"tile": 0, "graph": 0, "image": 0}  # harvest was complete
+        after = _render_files(out, width)
+        assert {k: after[k] for k in before} == before  # finished renders untouched
+        assert sorted(after) == sorted(f"{i}.npz" for i in harvested)
+        ds = open_dataset(out / "sample" / "dataset.zarr")
+        assert sorted(ds.image_ids) == harvested and len(set(ds.image_ids)) == len(ds.image_ids)
+        assert verify(out / "sample" / "dataset.zarr").ok
+        report = json.loads((out / "sample" / "report" / "report.json").read_text())
+        assert report["counts"]["rendered_now"] == len(harvested) - len(before)
+
+        # 3. bad input reaches the user as a failed run that names the problem
+        bad = stack.run_deployment("build-dataset/build-dataset", {**params, "city": "atlantis"})
+        fr = stack.wait(bad, timeout=120)
+        assert fr["state_type"] == "FAILED"
+        assert "unknown city 'atlantis'" in (fr["state"]["message"] or "") + stack.logs(bad)

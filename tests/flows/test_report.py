@@ -1,0 +1,70 @@
+"""flows.report: preview PNG and Markdown report (pure functions)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.report import PreviewPair, preview_rows, report_markdown, write_preview_png, write_report_files
+from s2r_data.store.synthetic import synthetic_panorama
+
+
+def _pair(seed: int, h: int = 32, w: int = 64) -> PreviewPair:
+    s = synthetic_panorama(h, w, seed)
+    return PreviewPair(f"img{seed}", s.sim, s.real)
+
+
+def test_preview_rows_layout_and_sky_black():
+    p = _pair(1)
+    row = preview_rows(p)
+    assert row.shape == (32, 4 * 64, 3) and row.dtype == np.uint8
+    sky = p.sim[6] == 0
+    assert sky.any()
+    depth_panel = row[:, 2 * 64 : 3 * 64]
+    assert (depth_panel[sky] == 0).all()  # sky has no depth: black
+    assert (depth_panel[~sky] > 0).all()  # every hit is visible
+    np.testing.assert_array_equal(row[:, 3 * 64 :], p.real.transpose(1, 2, 0))
+
+
+def test_preview_rejects_wrong_shapes():
+    p = _pair(2)
+    with pytest.raises(ValueError, match="sim must be"):
+        preview_rows(PreviewPair("x", p.sim[:3], p.real))
+    with pytest.raises(ValueError, match="real must be"):
+        preview_rows(PreviewPair("x", p.sim, p.real[0]))
+
+
+def test_write_preview_png(tmp_path):
+    out = write_preview_png([_pair(1), _pair(2), _pair(3)], tmp_path / "r" / "preview.png")
+    with Image.open(out) as im:
+        assert im.size == (4 * 64, 3 * 32)
+    assert not list((tmp_path / "r").glob(".*partial*"))
+    with pytest.raises(ValueError, match="no samples"):
+        write_preview_png([], tmp_path / "x.png")
+
+
+def test_report_markdown_tables(tmp_path):
+    summary = {
+        "city": "sample",
+        "store_url": "/o/sample/dataset.zarr",
+        "index_path": "/o/sample/dataset.zarr/index.parquet",
+        "width": 128,
+        "height": 64,
+        "samples_in_store": 7,
+        "verified": True,
+        "counts": {"tiles": 1, "rendered_now": 7},
+        "failures": {"quarantined:not_pano": 2, "render:invalid pose": 1},
+        "timings_s": {"harvest": 1.5, "total": 700.0},
+    }
+    md = report_markdown(summary, preview_path="/o/sample/report/preview.png")
+    assert "| rendered now | 7 |" in md
+    assert "| quarantined | not_pano | 2 |" in md
+    assert "| total | 11.7 min |" in md and "| harvest | 1.5 |" in md
+    assert "/o/sample/report/preview.png" in md
+    md_url = report_markdown(summary, preview_path="p.png", preview_url="http://h/sample/report/preview.png")
+    assert "![preview](http://h/sample/report/preview.png)" in md_url
+    md_path, json_path = write_report_files(summary, tmp_path, md)
+    assert md_path.read_text() == md
+    assert json.loads(json_path.read_text())["counts"]["rendered_now"] == 7
+    assert "none" in report_markdown({**summary, "failures": {}})

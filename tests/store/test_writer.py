@@ -1,0 +1,167 @@
+"""DatasetWriter / open_dataset round trips, validation, growth, index schema, fast shard reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from s2r_data.citymodel import CLASSES
+from s2r_data.store import (
+    INDEX_SCHEMA,
+    DatasetWriter,
+    IndexRowError,
+    SampleExistsError,
+    SampleValidationError,
+    StoreMismatchError,
+    compact,
+    open_dataset,
+    verify,
+)
+from s2r_data.store.shardio import ShardedArrayReader
+from s2r_data.store.synthetic import synthetic_panorama, synthetic_pose, write_synthetic_dataset
+
+H, W = 32, 64
+
+
+def _write(w, image_id, k, **row):
+    p = synthetic_panorama(H, W, k)
+    return w.write_sample(image_id, p.sim, p.label, p.real, p.sky_mask, p.valid_mask,
+                          {"pose": synthetic_pose(image_id, k), **row})
+
+
+def test_round_trip_and_index(tmp_path):
+    url = tmp_path / "ds"
+    with DatasetWriter(url, height=H, width=W, city="testcity", initial_capacity=1, chunk_px=16) as w:
+        for k in range(3):
+            _write(w, f"id{k}", k, sequence_id="seqA", captured_at=dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc))
+        assert w.has("id1") and not w.has("id9")
+        assert w.existing_ids() == {"id0", "id1", "id2"}
+    ds = open_dataset(url)
+    assert len(ds) == 3 and ds.image_ids == ["id0", "id1", "id2"]
+    for i in range(3):
+        p = synthetic_panorama(H, W, i)
+        np.testing.assert_array_equal(ds.read(i, "sim"), p.sim)
+        np.testing.assert_array_equal(ds.read(i, "label"), p.label)
+        np.testing.assert_array_equal(ds.read(i, "real"), p.real)
+        np.testing.assert_array_equal(ds.read(i, "mask"), np.concatenate([p.sky_mask, p.valid_mask]).astype(np.uint8))
+    # region + channel-list reads
+    p = synthetic_panorama(H, W, 1)
+    np.testing.assert_array_equal(ds.read(1, "sim", [6, 0], slice(3, 9), slice(50, 64)), p.sim[[6, 0], 3:9, 50:64])
+    assert ds.read(1, "sim", level=1).shape == (7, H // 2, W // 2)
+    # capacity grew geometrically from 1
+    assert ds.group["sim"].shape[0] >= 3
+    # the index: explicit schema, readable with plain pyarrow, pose columns filled
+    compact(url)
+    t = pq.read_table(url / "index.parquet")
+    assert t.schema.equals(INDEX_SCHEMA, check_metadata=False)
+    assert t.schema.metadata[b"schema_version"] == b"1"
+    row = ds.row(2)
+    R = np.asarray(row["R_world_to_cam_opensfm"]).reshape(3, 3)
+    np.testing.assert_allclose(R, synthetic_pose("id2", 2).R_world_to_cam_opensfm)
+    assert row["zarr_index"] == 2 and row["city"] == "testcity" and row["split"] is None
+    assert row["captured_at"] == dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
+    assert row["heading_deg"] == pytest.approx(74.0)
+    attrs = ds.attrs
+    assert [c["name"] for c in attrs["classes"]] == [c.name for c in CLASSES]
+    assert [c["name"] for c in attrs["arrays"]["sim"]["channels"]][6] == "depth_m"
+    assert verify(url).ok
+
+
+def test_validation_names_the_bad_input(tmp_path):
+    p = synthetic_panorama(H, W, 0)
+    pose = synthetic_pose("a", 0)
+    with DatasetWriter(tmp_path / "ds", height=H, width=W, city="c") as w:
+        def bad(match, **over):
+            args = dict(sim=p.sim, label=p.label, real=p.real, sky_mask=p.sky_mask, valid_mask=p.valid_mask)
+            row = over.pop("row", {"pose": pose})
+            args.update(over)
+            with pytest.raises((SampleValidationError, IndexRowError), match=match):
+                w.write_sample("a", row=row, **args)
+
+        bad("sim has shape", sim=p.sim[:6])
+        nan = p.sim.copy()
+        nan[4, 3, 3] = np.nan
+        bad(r"non-finite values in channels \[4\]", sim=nan)
+        bad("overflows float16", sim=np.where(p.sky_mask, 0, 1e6).astype(np.float32) * np.ones((7, 1, 1), np.float32))
+        bad("real must be uint8", real=p.real.astype(np.float32))
+        lab = p.label.copy()
+        lab[0, -1, -1] = 42
+        bad("label: values", label=lab)
+        depth = p.sim.copy()
+        depth[6][p.sky_mask[0]] = 5.0
+        bad("depth ≠ 0 at .* sky pixels", sim=depth)
+        bad("sky channel disagrees", sky_mask=~p.sky_mask)
+        bad("unknown index columns", row={"pose": pose, "colour": "red"})
+        bad("needs 'pose'", row={})
+        assert w.existing_ids() == set()  # nothing was written
+    assert len(open_dataset(tmp_path / "ds")) == 0
+
+
+def test_exists_and_mismatch(tmp_path):
+    url = tmp_path / "ds"
+    with DatasetWriter(url, height=H, width=W, city="c") as w:
+        slot = _write(w, "x", 0)
+        with pytest.raises(SampleExistsError):
+            _write(w, "x", 0)
+        p = synthetic_panorama(H, W, 0)
+        assert w.write_sample("x", p.sim, p.label, p.real, p.sky_mask, p.valid_mask,
+                              {"pose": synthetic_pose("x", 0)}, exist_ok=True) == slot
+    with pytest.raises(StoreMismatchError, match="height"):
+        DatasetWriter(url, height=2 * H, width=2 * W, city="c")
+    with pytest.raises(StoreMismatchError, match="city"):
+        DatasetWriter(url, height=H, width=W, city="other")
+    with pytest.raises(IndexRowError, match="file name"):
+        with DatasetWriter(url, height=H, width=W, city="c") as w:
+            _write(w, "../evil", 1)
+
+
+def test_compact_is_idempotent_and_readers_see_fragments(tmp_path):
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 3, height=H)
+    before = open_dataset(url).index
+    assert len(list((url / "index.d").iterdir())) == 3
+    assert compact(url) == 3 and compact(url) == 3
+    assert not list((url / "index.d").iterdir())
+    after = open_dataset(url).index
+    assert before.column("image_id").to_pylist() == after.column("image_id").to_pylist()
+    write_synthetic_dataset(url, 1, height=H, ids=["late"])  # fragment beside a compacted index
+    assert open_dataset(url).image_ids[-1] == "late"
+
+
+def test_fast_shard_reader_matches_zarr(tmp_path):
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 2, height=64, chunk_px=16)
+    ds = open_dataset(url)
+    rng = np.random.default_rng(0)
+    for name in ("sim", "label", "real", "mask", "sim_l1", "real_l1"):
+        fast = ShardedArrayReader(str(url / "data.zarr" / name))
+        assert fast.supported, fast.reason
+        arr = ds.group[name]
+        cy, cx = fast.chunk_hw
+        nr, nc = fast.grid_hw
+        for _ in range(5):
+            rows = sorted(rng.choice(nr, size=rng.integers(1, nr + 1), replace=False).tolist())
+            c0 = int(rng.integers(0, nc))
+            cols = [(c0 + j) % nc for j in range(int(rng.integers(1, nc + 1)))]  # wraps the seam
+            got = fast.read_chunks(1, rows, cols)
+            want = np.concatenate([np.concatenate([arr[1, :, r * cy:(r + 1) * cy, c * cx:(c + 1) * cx] for c in cols], axis=2) for r in rows], axis=1)
+            np.testing.assert_array_equal(got, want)
+            blocks = fast.read_blocks(1, rows, cols)
+            np.testing.assert_array_equal(blocks.transpose(2, 0, 3, 1, 4).reshape(got.shape), got)
+        # an unwritten sample reads as fill value (no shard file)
+        assert not fast.read_chunks(ds.group[name].shape[0] - 1 + 10, [0], [0]).any()
+
+
+def test_cli_info_and_verify(tmp_path):
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 2, height=H)
+    out = subprocess.run([sys.executable, "-m", "s2r_data.store", "info", str(url)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"samples": 2' in out.stdout
+    out = subprocess.run([sys.executable, "-m", "s2r_data.store", "verify", "--no-progress", str(url)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 problems" in out.stdout

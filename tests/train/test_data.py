@@ -1,0 +1,250 @@
+"""PanoCropDataset: item contract, pair alignment under every augmentation, flips, normals,
+determinism, non-finite re-draws, pickling/DataLoader workers, pyramid anti-aliasing."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from s2r_data import equirect
+from s2r_data.poses import Pose, rotation_from_heading_pitch_roll
+from s2r_data.store import DatasetWriter
+from s2r_data.store.synthetic import write_synthetic_dataset
+from s2r_train import crops
+from s2r_train.data import CropConfig, CropView, NonFiniteCropError, PanoCropDataset, make_dataloader
+from s2r_train.splits import assign_splits
+
+POSE_R = rotation_from_heading_pitch_roll(30.0, 3.0, -2.0)
+MARKER_AZ_EL = (40.0, 15.0)  # degrees, panorama frame
+
+
+def _pano_rays_local(H, W):
+    py, px = np.mgrid[0:H, 0:W]
+    b = equirect.pixel_to_bearing(px, py, W, H)  # (H, W, 3) cam_opensfm
+    return b, b @ POSE_R  # local_m
+
+
+def _custom_store(path, H, kind):
+    """One-sample stores with hand-made content (all non-sky unless 'stripes')."""
+    W = 2 * H
+    b_cam, b_local = _pano_rays_local(H, W)
+    label = np.full((1, H, W), 5, np.uint8)
+    sim = np.zeros((7, H, W), np.float32)
+    real = np.zeros((3, H, W), np.uint8)
+    sim[6] = 10.0
+    sim[3:6] = -b_local.transpose(2, 0, 1)  # a sphere around the camera: normals face the camera
+    if kind == "marker":
+        az, el = MARKER_AZ_EL
+        d = np.array([math.cos(math.radians(el)) * math.sin(math.radians(az)), -math.sin(math.radians(el)),
+                      math.cos(math.radians(el)) * math.cos(math.radians(az))])
+        ang = np.degrees(np.arccos(np.clip(b_cam @ d, -1, 1)))
+        disk = ang < 2.0
+        sim[0][disk] = 1.0
+        real[0][disk] = 255
+        label[0][disk] = 6
+    elif kind == "stripes":
+        sim[0] = (np.arange(W) % 2)[None, :].astype(np.float32)
+    elif kind == "depth":
+        sim[6] = np.where(np.arange(W)[None, :] < W // 2, 50.0, 300.0)
+    sky = np.zeros((1, H, W), bool)
+    with DatasetWriter(path, height=H, width=W, city="t", pyramid_levels=1, chunk_px=32) as w:
+        w.write_sample("m0", sim, label, real, sky, np.ones((1, H, W), bool),
+                       {"R_world_to_cam_opensfm": POSE_R.reshape(-1).tolist(), "sequence_id": "s"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    url = tmp_path_factory.mktemp("data") / "synth"
+    write_synthetic_dataset(url, 6, height=64, chunk_px=32)
+    assign_splits(url, [0.5, 0.5, 2], seed=0)
+    return url
+
+
+@pytest.fixture(scope="module")
+def marker(tmp_path_factory):
+    return _custom_store(tmp_path_factory.mktemp("data") / "marker", 256, "marker")
+
+
+def test_item_contract(synth):
+    ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=48), seed=3)
+    assert len(ds) == 6
+    for i in range(len(ds)):
+        it = ds[i]
+        assert it["sim"].shape == (7, 48, 48) and it["sim"].dtype == torch.float32
+        assert it["real"].shape == (3, 48, 48) and it["real"].dtype == torch.float32
+        assert it["label"].shape == (48, 48) and it["label"].dtype == torch.int64
+        assert it["sky"].shape == (1, 48, 48) and it["valid"].shape == (1, 48, 48)
+        sim, real = it["sim"], it["real"]
+        assert 0 <= sim[0:3].min() and sim[0:3].max() <= 1
+        assert -1 <= sim[3:6].min() and sim[3:6].max() <= 1
+        assert 0 <= sim[6].min() and sim[6].max() <= 1
+        assert -1 <= real.min() and real.max() <= 1
+        sky = it["sky"][0].bool()
+        assert torch.equal(sky, it["label"] == 0)
+        assert (sim[3:7][:, sky] == 0).all()  # sky: normal 0, depth 0
+        n = torch.linalg.vector_norm(sim[3:6], dim=0)[~sky]
+        assert torch.allclose(n, torch.ones_like(n), atol=1e-3)  # unit normals on surfaces
+        m = it["meta"]
+        assert m["image_id"] == ds.image_ids[i] and 0 <= m["yaw_deg"] < 360 and 0 <= m["pitch_deg"] <= 60
+        assert 60 <= m["fov_deg"] <= 120 and isinstance(m["flip"], bool) and m["redraws"] == 0
+
+
+def test_depth_uses_the_fixed_range(tmp_path):
+    url = _custom_store(tmp_path / "d", 32, "depth")
+    ds = PanoCropDataset(url, split=None, crop=CropConfig(out_size=16), depth_range_m=(0.0, 200.0))
+    near = ds.crop_view(0, CropView(-60.0 % 360, 0.0, 30.0, False))  # left half: 50 m
+    far = ds.crop_view(0, CropView(60.0, 0.0, 30.0, False))  # right half: 300 m
+    assert torch.allclose(near["sim"][6], torch.full((16, 16), 0.25), atol=1e-3)
+    assert torch.allclose(far["sim"][6], torch.ones(16, 16))  # clipped, not divided by a per-image max
+
+
+def _centroid(img):
+    w = img.double()
+    ii, jj = torch.meshgrid(torch.arange(img.shape[0]), torch.arange(img.shape[1]), indexing="ij")
+    return float((w * ii).sum() / w.sum()), float((w * jj).sum() / w.sum())
+
+
+def test_pair_alignment_survives_every_augmentation(marker):
+    n = 64
+    ds = PanoCropDataset(marker, split=None, crop=CropConfig(out_size=n))
+    rng = np.random.default_rng(0)
+    az, el = MARKER_AZ_EL
+    d = np.array([math.cos(math.radians(el)) * math.sin(math.radians(az)), -math.sin(math.radians(el)),
+                  math.cos(math.radians(el)) * math.cos(math.radians(az))])
+    seen_flip = set()
+    for k in range(24):
+        view = CropView((az + rng.uniform(-12, 12)) % 360, el + rng.uniform(-12, 12), rng.uniform(60, 120), bool(k % 2))
+        it = ds.crop_view(0, view)
+        c_sim = _centroid(it["sim"][0])
+        c_real = _centroid((it["real"][0] + 1) / 2)
+        c_lab = _centroid((it["label"] == 6).float())
+        # expected: pinhole projection of the marker direction (mirrored when flipped)
+        c = crops.crop_rotation(view.yaw_deg, view.pitch_deg).T @ d
+        f = (n / 2) / math.tan(math.radians(view.fov_deg) / 2)
+        u, v = f * c[0] / c[2] + (n - 1) / 2, f * c[1] / c[2] + (n - 1) / 2
+        if view.flip:
+            u = n - 1 - u
+        assert c_sim == pytest.approx(c_real, abs=0.02), view  # same map for sim and photo
+        assert c_lab == pytest.approx(c_sim, abs=0.6), view
+        assert c_sim == pytest.approx((v, u), abs=0.75), view
+        seen_flip.add(view.flip)
+    assert seen_flip == {True, False}
+
+
+def test_flip_mirrors_every_channel_and_reflects_normals(marker):
+    ds = PanoCropDataset(marker, split=None, crop=CropConfig(out_size=40))
+    for view in (CropView(33.0, 10.0, 90.0, False), CropView(300.0, 55.0, 120.0, False)):
+        a = ds.crop_view(0, view)
+        b = ds.crop_view(0, CropView(view.yaw_deg, view.pitch_deg, view.fov_deg, True))
+        for key in ("real", "label", "sky", "valid"):
+            assert torch.equal(b[key], a[key].flip(-1)), key
+        assert torch.equal(b["sim"][[0, 1, 2, 6]], a["sim"][[0, 1, 2, 6]].flip(-1))
+        axis = crops.crop_right_axis_local(POSE_R, view.yaw_deg, view.pitch_deg)
+        want = crops.reflect_normals(a["sim"][3:6].flip(-1).numpy(), axis)
+        np.testing.assert_allclose(b["sim"][3:6].numpy(), want, atol=1e-5)
+
+
+def test_flipped_normals_are_consistent_with_the_flipped_view(marker):
+    """Mirrored-world convention: the store's normals face the camera (a sphere around it), so in
+    ANY view, flipped or not, a pixel's normal must be minus its own view ray (in local_m)."""
+    n = 32
+    ds = PanoCropDataset(marker, split=None, crop=CropConfig(out_size=n))
+    for view in (CropView(10.0, 5.0, 90.0, True), CropView(10.0, 5.0, 90.0, False), CropView(250.0, 40.0, 70.0, True)):
+        it = ds.crop_view(0, view)
+        rays_crop = crops.crop_rays(view.fov_deg, n, n)
+        rays_local = rays_crop @ crops.crop_rotation(view.yaw_deg, view.pitch_deg).T @ POSE_R
+        rays_local /= np.linalg.norm(rays_local, axis=-1, keepdims=True)
+        got = it["sim"][3:6].numpy().transpose(1, 2, 0)
+        err = np.abs(got + rays_local).max()
+        assert err < 0.03, (view, err)
+        if view.flip:  # without the reflection the right-axis component would be wrong
+            axis = crops.crop_right_axis_local(POSE_R, view.yaw_deg, view.pitch_deg)
+            unreflected = crops.reflect_normals(it["sim"][3:6].numpy(), axis).transpose(1, 2, 0)
+            assert np.abs(unreflected + rays_local).max() > 0.3
+
+
+def test_deterministic_views_and_fresh_random_views(synth):
+    a = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=24), seed=7, deterministic=True)
+    b = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=24), seed=7, deterministic=True)
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        assert x["meta"] == y["meta"] and torch.equal(x["sim"], y["sim"]) and torch.equal(x["real"], y["real"])
+        assert torch.equal(a[i]["sim"], x["sim"])  # same item again: same crop
+    assert a[0]["meta"]["yaw_deg"] != a[1]["meta"]["yaw_deg"]
+    c = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=24), seed=7, deterministic=False)
+    assert len({c[0]["meta"]["yaw_deg"] for _ in range(4)}) == 4
+
+
+def test_splits_filter_rows(synth):
+    tr = PanoCropDataset(synth, split="train", crop=CropConfig(out_size=16))
+    va = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=16))
+    vis = PanoCropDataset(synth, split="vis", crop=CropConfig(out_size=16), deterministic=True)
+    assert len(tr) + len(va) == 6 and not set(tr.image_ids) & set(va.image_ids)
+    assert len(vis) == 2 and set(vis.image_ids) <= set(va.image_ids)
+    with pytest.raises(ValueError, match="no samples in split 'test'"):
+        PanoCropDataset(synth, split="test")
+
+
+def test_non_finite_crops_are_redrawn_and_counted(synth, monkeypatch):
+    ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=16, max_redraws=3), deterministic=True)
+    real_crop = ds.crop_view
+    calls = {"n": 0}
+
+    def flaky(index, view):
+        calls["n"] += 1
+        return None if calls["n"] == 1 else real_crop(index, view)
+
+    monkeypatch.setattr(ds, "crop_view", flaky)
+    it = ds[0]
+    assert it["meta"]["redraws"] == 1 and ds.nonfinite_redraws == 1
+    assert torch.isfinite(it["sim"]).all()
+    monkeypatch.setattr(ds, "crop_view", lambda i, v: None)
+    with pytest.raises(NonFiniteCropError, match="4 draws"):
+        ds[1]
+    assert ds.nonfinite_redraws == 5
+
+
+def test_nan_in_the_store_is_never_yielded(tmp_path):
+    url = _custom_store(tmp_path / "n", 32, "depth")
+    import zarr
+
+    g = zarr.open_group(str(url / "data.zarr"), mode="r+")
+    for name in ("sim", "sim_l1"):
+        s = g[name][0]
+        s[6] = np.nan  # corrupt after the fact (verify would flag it)
+        g[name][0] = s
+    ds = PanoCropDataset(url, split=None, crop=CropConfig(out_size=8, max_redraws=2))
+    with pytest.raises(NonFiniteCropError):
+        ds[0]
+    assert ds.nonfinite_redraws == 3
+
+
+def test_pyramid_level_prevents_aliasing(tmp_path):
+    url = _custom_store(tmp_path / "s", 128, "stripes")  # 1-px DiffCol stripes: worst case
+    view = CropView(0.0, 0.0, 120.0, False)  # 32-px crop of 120°: ~2.7 panorama px per crop px
+    with_pyr = PanoCropDataset(url, split=None, crop=CropConfig(out_size=32)).crop_view(0, view)
+    without = PanoCropDataset(url, split=None, crop=CropConfig(out_size=32, use_pyramid=False)).crop_view(0, view)
+    assert with_pyr["meta"]["level"] == 1 and without["meta"]["level"] == 0
+    assert float(with_pyr["sim"][0].std()) < 0.05  # pre-filtered: a flat 0.5
+    assert float(without["sim"][0].std()) > 0.2  # aliased moiré
+    assert float(with_pyr["sim"][0].mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_pickles_and_runs_in_worker_processes(synth):
+    ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=16), seed=1)
+    ds[0]  # opens the store in this process
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._reader is None and torch.equal(clone.crop_view(0, CropView(1, 2, 90, False))["sim"],
+                                                 ds.crop_view(0, CropView(1, 2, 90, False))["sim"])
+    loader = make_dataloader(ds, batch_size=3, num_workers=2, shuffle=False, multiprocessing_context="spawn")
+    batches = list(loader)
+    assert len(batches) == 2
+    b = batches[0]
+    assert b["sim"].shape == (3, 7, 16, 16) and b["label"].dtype == torch.int64
+    assert list(b["meta"]["image_id"]) == ds.image_ids[:3]
+    assert torch.isfinite(b["sim"]).all()

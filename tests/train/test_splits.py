@@ -1,0 +1,69 @@
+"""Sequence-grouped, seeded split assignment with the thesis's [train, val, n_vis] semantics."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s2r_data.store import open_dataset
+from s2r_data.store.synthetic import write_synthetic_dataset
+from s2r_train.splits import SplitSpec, assign_splits, split_groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seq_sizes=st.lists(st.integers(1, 12), min_size=3, max_size=30),
+    train=st.floats(0.3, 0.9),
+    seed=st.integers(0, 10_000),
+)
+def test_no_sequence_in_two_splits_and_sizes_near_target(seq_sizes, train, seed):
+    ids, seqs = [], []
+    for s, n in enumerate(seq_sizes):
+        for k in range(n):
+            ids.append(f"i{s}_{k}")
+            seqs.append(f"seq{s}")
+    spec = SplitSpec(train=train, val=1.0 - train, vis=0)
+    split, vis = split_groups(ids, seqs, spec, seed)
+    by_seq = {}
+    for s, name in zip(seqs, split):
+        by_seq.setdefault(s, set()).add(name)
+    assert all(len(v) == 1 for v in by_seq.values())
+    n_train = split.count("train")
+    # greedy fill by whole sequences: off by at most the largest sequence
+    assert abs(n_train - train * len(ids)) <= max(seq_sizes)
+    assert split_groups(ids, seqs, spec, seed) == (split, vis)  # deterministic
+
+
+def test_thesis_spec_counts_vis_and_nulls():
+    ids = [f"x{k}" for k in range(40)]
+    seqs = [f"s{k // 4}" for k in range(36)] + [None] * 4  # 9 sequences + 4 loose images
+    split, vis = split_groups(ids, seqs, SplitSpec.from_list([0.8, 0.2, 5]), seed=3)
+    assert split.count("train") + split.count("val") == 40 and "test" not in split
+    vis_rows = [i for i, v in enumerate(vis) if v is not None]
+    assert sorted(vis[i] for i in vis_rows) == [0, 1, 2, 3, 4]
+    assert all(split[i] == "val" for i in vis_rows)  # visualisation samples are held out
+    # counts instead of fractions; the rest becomes "test"
+    split, _ = split_groups(ids, seqs, SplitSpec(train=20, val=8, vis=0), seed=3)
+    assert abs(split.count("train") - 20) <= 4 and abs(split.count("val") - 8) <= 4 and split.count("test") > 0
+    with pytest.raises(ValueError, match="both be fractions or both counts"):
+        SplitSpec(train=0.8, val=2)
+    with pytest.raises(ValueError, match="> 1"):
+        SplitSpec(0.9, 0.3)
+    with pytest.raises(ValueError, match="val split has only"):
+        split_groups(ids[:4], seqs[:4], SplitSpec(0.5, 0.5, 9), seed=0)
+
+
+def test_assign_splits_writes_the_index(tmp_path):
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 8, height=32, n_sequences=4)
+    counts = assign_splits(url, [0.5, 0.5, 2], seed=11)
+    assert counts["train"] + counts["val"] == 8 and counts["vis"] == 2
+    t = pq.read_table(url / "index.parquet")  # plain Parquet, no s2r needed
+    assert set(t.column("split").to_pylist()) <= {"train", "val"}
+    ds = open_dataset(url)
+    pairs = set(zip(ds.index.column("sequence_id").to_pylist(), ds.index.column("split").to_pylist()))
+    assert len({s for s, _ in pairs}) == len(pairs)  # one split per sequence
+    assert assign_splits(url, [0.5, 0.5, 2], seed=11) == counts
+    assert open_dataset(url).index.column("split").to_pylist() == ds.index.column("split").to_pylist()
