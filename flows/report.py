@@ -39,10 +39,10 @@ def preview_rows(pair: PreviewPair) -> np.ndarray:
     sim = np.asarray(pair.sim, dtype=np.float32)
     if sim.ndim != 3 or sim.shape[0] < 7:
         raise ValueError(f"sample {pair.image_id}: sim must be (7, H, W), got {sim.shape}")
-    diffcol = _to_u8(sim[0:3].transpose(1, 2, 0))
-    normal = _to_u8((sim[3:6].transpose(1, 2, 0) + 1.0) / 2.0)
     depth_m = sim[6]
     hit = depth_m > 0
+    diffcol = _to_u8(sim[0:3].transpose(1, 2, 0))
+    normal = _to_u8(np.where(hit[..., None], (sim[3:6].transpose(1, 2, 0) + 1.0) / 2.0, 0.0))  # sky black
     # log depth, near = bright; sky (0) stays black
     log_d = np.log1p(np.where(hit, depth_m, 0.0))
     hi = float(log_d[hit].max()) if hit.any() else 1.0

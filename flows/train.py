@@ -46,12 +46,18 @@ def default_run_dir(dataset: str) -> Path:
     return Path("outputs") / "runs" / (parent or name)
 
 
-def train_command(config: Path, dataset: str, run_dir: Path, *, resume: bool, max_steps: int | None) -> list[str]:
+def train_command(
+    config: Path, dataset: str, run_dir: Path, *, resume: bool, max_steps: int | None, overrides: Sequence[str] = ()
+) -> list[str]:
     cmd = [sys.executable, "-m", "s2r_train", "train", "--config", str(config), "--dataset", dataset, "--run-dir", str(run_dir), "--no-progress"]
     if not resume:
         cmd.append("--no-resume")  # the trainer resumes from the newest checkpoint by default
     if max_steps is not None:
         cmd += ["--max-steps", str(int(max_steps))]
+    for ov in overrides:
+        if "=" not in ov:
+            raise ValueError(f"override {ov!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=50")
+        cmd += ["--set", ov]
     return cmd
 
 
@@ -78,9 +84,11 @@ def run_logged(cmd: Sequence[str], *, log_line, env: dict[str, str] | None = Non
 
 
 @task(name="train-model", tags=["gpu"])
-def train_task(config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None) -> dict[str, Any]:
+def train_task(
+    config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None, overrides: list[str]
+) -> dict[str, Any]:
     log = get_run_logger()
-    cmd = train_command(Path(config), dataset, Path(run_dir), resume=resume, max_steps=max_steps)
+    cmd = train_command(Path(config), dataset, Path(run_dir), resume=resume, max_steps=max_steps, overrides=overrides)
     log.info("running: %s", " ".join(cmd[1:]))
     tail: list[str] = []
 
@@ -110,6 +118,7 @@ def train(
     run_dir: str | None = None,
     resume: bool = True,
     max_steps: int | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train on ``dataset`` (a store URL written by build-dataset).
 
@@ -119,7 +128,8 @@ def train(
         run_dir: where checkpoints and logs go; default ``outputs/runs/<city>``.
         resume: continue from the newest checkpoint in ``run_dir`` (a no-op when there is none);
             false fails if ``run_dir`` already holds checkpoints.
-        max_steps: stop after this many optimizer steps (default: the config's).
+        max_steps: stop at this absolute optimizer step (default: the config's epochs).
+        overrides: config overrides ``KEY=VALUE`` (dotted keys), e.g. ``["train.epochs=50"]``.
     """
     if not dataset:
         raise ValueError("parameter 'dataset' is required: the store URL written by build-dataset, e.g. outputs/paris/dataset.zarr")
@@ -127,7 +137,7 @@ def train(
         raise ValueError(f"max_steps={max_steps}: must be >= 1 or null")
     cfg = resolve_config(config)
     run_path = Path(run_dir) if run_dir else default_run_dir(dataset)
-    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps)
+    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps, list(overrides or []))
     lines = [
         f"# Training run `{result['run_dir']}`",
         "",

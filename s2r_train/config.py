@@ -227,6 +227,9 @@ class Config:
                f"{d.crop_size} is not a multiple of {f}, which network.generator ({g.arch}, "
                f"{g.num_upsampling_layers if g.arch == 'spade' else f'{g.unet_levels} levels'}) needs; "
                "change the crop size or the number of up/down-sampling layers")
+        _check(not (g.arch == "spade" and g.norm == "instance" and d.crop_size < 2 * f), "data.crop_size",
+               f"SPADE with instance norm needs crops of at least {2 * f} px (a head map of 2x2 or more); "
+               "use fewer upsampling layers or bigger crops")
         _check(not (g.use_vae and t.mode == "cycle"), "network.generator.use_vae", "not supported in train.mode: cycle")
         _check(not (g.norm == "batch" and t.batch_size < 2), "network.generator.norm",
                "batch norm needs train.batch_size >= 2; use instance norm at batch 1")

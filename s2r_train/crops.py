@@ -49,6 +49,7 @@ __all__ = [
     "remap_bilinear",
     "sample_bilinear_numpy",
     "sample_nearest",
+    "nearest_index",
     "sample_bilinear_torch",
     "sample_nearest_torch",
     "reflect_normals",
@@ -276,22 +277,38 @@ class RegionPlan:
         return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
 
 
+def _boundary_loop(a: np.ndarray) -> np.ndarray:
+    """The map's border pixels as a closed loop (top → right → bottom → left)."""
+    return np.concatenate([a[0, :], a[1:, -1], a[-1, -2::-1], a[-2:0:-1, 0]]).astype(np.float64)
+
+
 def plan_region(px: np.ndarray, py: np.ndarray, image_hw: tuple[int, int], chunk_hw: tuple[int, int]) -> RegionPlan:
-    """Smallest set of (row, col) inner chunks covering every bilinear tap of the map."""
+    """Smallest set of (row, col) inner chunks covering every bilinear tap of the map.
+
+    Only the map's border is inspected: on the sphere, latitude and longitude have no interior
+    extrema except at the poles, and a pole inside the view shows up as the border's longitude
+    winding once around (then every column is needed and the pole's row is the extreme)."""
     H, W = image_hw
     cy, cx = chunk_hw
     n_cols = W // cx
-    y_lo = int(np.floor(max(float(py.min()), 0.0)))
-    y_hi = int(min(np.floor(float(py.max())) + 1, H - 1))
+    bx, by = _boundary_loop(px), _boundary_loop(py)
+    d = np.remainder(np.diff(bx, append=bx[:1]) + W / 2.0, W) - W / 2.0  # wrapped steps along the loop
+    pole_inside = abs(float(d.sum())) > W / 2.0
+    y_min, y_max = float(by.min()), float(by.max())
+    if pole_inside:
+        if float(by.mean()) < (H - 1) / 2.0:
+            y_min = -0.5  # north pole row
+        else:
+            y_max = H - 0.5  # south pole row
+    y_lo = int(np.floor(max(y_min, 0.0)))
+    y_hi = int(min(np.floor(y_max) + 1, H - 1))
     r0, r1 = y_lo // cy, y_hi // cy
     rows = tuple(range(r0, r1 + 1))
     by0, by1 = y_lo - r0 * cy, y_hi - r0 * cy + 1
-    # horizontal extent around the map's centre column (px wraps)
-    centre = float(px[px.shape[0] // 2, px.shape[1] // 2])
-    rel = np.remainder(px - centre + W / 2.0, W) - W / 2.0  # in [−W/2, W/2)
-    lo, hi = float(rel.min()) + centre, float(rel.max()) + centre
+    unwrapped = bx[0] + np.concatenate([[0.0], np.cumsum(d[:-1])])
+    lo, hi = float(unwrapped.min()), float(unwrapped.max())
     x_lo, x_hi = int(np.floor(lo)), int(np.floor(hi)) + 1
-    if x_hi - x_lo + 1 >= W - cx:  # (nearly) all columns: the pole is in view
+    if pole_inside or x_hi - x_lo + 1 >= W - cx:  # (nearly) all columns
         cols = tuple(range(n_cols)) + (0,)  # chunk 0 again so x ∈ [W−1, W) has its right neighbour
         return RegionPlan(rows, cols, r0 * cy, 0, True, (by0, by1, 0, W + 1), len(rows) * cy, len(cols) * cx)
     c0, c1 = x_lo // cx, x_hi // cx  # floor division: c0 may be negative (wraps)
@@ -334,16 +351,22 @@ def sample_bilinear_numpy(image_chw: np.ndarray, px: np.ndarray, py: np.ndarray)
     return out.astype(np.float32)
 
 
+def nearest_index(x: np.ndarray, y: np.ndarray, image_hw: tuple[int, int], *, wrap_w: int | None = None) -> np.ndarray:
+    """Flat pixel indices (h·w,) of the nearest neighbours (round half up) of (x, y) in an
+    (H, W) image; reuse one index for several nearest-sampled arrays of that size."""
+    H, W = image_hw
+    ix = np.floor(np.asarray(x, np.float32) + 0.5).astype(np.int64)
+    iy = np.clip(np.floor(np.asarray(y, np.float32) + 0.5).astype(np.int64), 0, H - 1)
+    ix = np.remainder(ix, wrap_w) if wrap_w else np.clip(ix, 0, W - 1)
+    return (iy * W + ix).reshape(-1)
+
+
 def sample_nearest(image_chw: np.ndarray, x: np.ndarray, y: np.ndarray, *, wrap_w: int | None = None) -> np.ndarray:
     """Nearest-neighbour sampling (round half up) of (C, H, W) at (x, y) → (C, h, w), same dtype.
     ``wrap_w``: wrap x modulo this width (whole equirect image); else clamp to the image."""
     C, H, W = image_chw.shape
-    ix = np.floor(np.asarray(x, np.float32) + 0.5).astype(np.int64)
-    iy = np.clip(np.floor(np.asarray(y, np.float32) + 0.5).astype(np.int64), 0, H - 1)
-    ix = np.remainder(ix, wrap_w) if wrap_w else np.clip(ix, 0, W - 1)
-    flat = image_chw.reshape(C, H * W)
-    idx = (iy * W + ix).reshape(-1)
-    return flat[:, idx].reshape((C,) + ix.shape)
+    idx = nearest_index(x, y, (H, W), wrap_w=wrap_w)
+    return image_chw.reshape(C, H * W)[:, idx].reshape((C,) + np.shape(x))
 
 
 def _torch_grid(px, py, H: int, W: int):

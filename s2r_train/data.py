@@ -220,34 +220,39 @@ class PanoCropDataset(torch.utils.data.Dataset):
         out_a = crops.remap_bilinear(src_a, x, y)  # (oh, ow, 4)
         out_b = crops.remap_bilinear(src_b, x, y)  # (oh, ow, 4)
         out_real = crops.remap_bilinear(cv2.merge([real_r[0], real_r[1], real_r[2]]), x, y)  # (oh, ow, 3) u8
-        label = crops.sample_nearest(label_r, x, y)[0]  # (oh, ow) u8
-        valid = crops.sample_nearest(mask_r[1:2], x, y)  # (1, oh, ow) u8
+        idx = crops.nearest_index(x, y, label_r.shape[1:])
+        label = label_r[0].reshape(-1)[idx].reshape(x.shape)  # (oh, ow) u8
+        valid = mask_r[1].reshape(-1)[idx].reshape((1,) + x.shape)  # (1, oh, ow) u8
         if not (np.isfinite(out_a).all() and np.isfinite(out_b).all()):
             return None
 
-        a_t = torch.from_numpy(out_a).permute(2, 0, 1)  # (4, oh, ow) views
-        b_t = torch.from_numpy(out_b).permute(2, 0, 1)
-        sky = torch.from_numpy(label == 0)
-        w_nonsky = a_t[3].clamp_min(1e-3)  # ≥ 0.25 wherever the nearest tap is not sky
-        sim = torch.empty((7, c.out_size, c.out_size), dtype=torch.float32)
-        sim[0:3] = a_t[0:3].clamp(0.0, 1.0)
-        normal = b_t[0:3] / w_nonsky
-        norm = torch.linalg.vector_norm(normal, dim=0, keepdim=True)
-        normal = normal / norm.clamp_min(1e-6)
-        if view.flip:
-            axis = crops.crop_right_axis_local(self._R[index], view.yaw_deg, view.pitch_deg)
-            a = torch.from_numpy(axis.astype(np.float32))[:, None, None]
-            normal = normal - 2.0 * (normal * a).sum(0, keepdim=True) * a
-        sim[3:6] = normal.clamp(-1.0, 1.0)
+        n = c.out_size
+        pa = [torch.from_numpy(p) for p in cv2.split(out_a)]  # DiffCol r, g, b, non-sky weight
+        pb = [torch.from_numpy(p) for p in cv2.split(out_b)]  # normal x, y, z (0 on sky), depth
+        keep = torch.from_numpy(label != 0).to(torch.float32)  # 0 on sky (nearest label)
+        sim = torch.empty((7, n, n), dtype=torch.float32)
+        for ch in range(3):
+            torch.clamp(pa[ch], 0.0, 1.0, out=sim[ch])
+        # normals: renormalise (undoes the sky taps' dilution and blends between faces); sky 0
+        inv_len = torch.rsqrt((pb[0] * pb[0]).add_(pb[1] * pb[1]).add_(pb[2] * pb[2]).clamp_min_(1e-12)).mul_(keep)
+        for ch in range(3):
+            torch.mul(pb[ch], inv_len, out=sim[3 + ch])
+        if view.flip:  # mirrored-world convention (crops.reflect_normals)
+            ax = crops.crop_right_axis_local(self._R[index], view.yaw_deg, view.pitch_deg)
+            dot = sim[3] * float(ax[0]) + sim[4] * float(ax[1]) + sim[5] * float(ax[2])
+            for ch in range(3):
+                sim[3 + ch].sub_(dot, alpha=2.0 * float(ax[ch]))
+        # depth: non-sky-weighted mean, mapped by the fixed range; sky 0
         d0, d1 = self.depth_range_m
-        sim[6] = ((b_t[3] / w_nonsky - d0) / (d1 - d0)).clamp(0.0, 1.0)
-        sim[3:7].masked_fill_(sky.expand(4, -1, -1), 0.0)  # sky: normal 0, depth 0
+        torch.div(pb[3], pa[3].clamp_min(1e-3), out=sim[6])
+        sim[6].sub_(d0).mul_(1.0 / (d1 - d0)).clamp_(0.0, 1.0).mul_(keep)
         real = torch.from_numpy(_U8_TO_UNIT[out_real.transpose(2, 0, 1)])  # (3, oh, ow) in [−1, 1]
+        sky = 1.0 - keep
         return {
             "sim": sim,
             "real": real,
             "label": torch.from_numpy(label.astype(np.int64)),
-            "sky": sky.to(torch.float32)[None],
+            "sky": sky[None],
             "valid": torch.from_numpy(valid).to(torch.float32),
             "meta": {
                 "image_id": self.image_ids[index],

@@ -47,6 +47,12 @@ __all__ = [
 ]
 
 SAMPLE_CREATOR = {"id": "100000000000001", "username": "s2r-sample"}
+# streets a street-view capture drives or walks along (sidewalks, cycleways and paths run beside
+# them or across slabs the city model does not represent)
+STREET_HIGHWAYS = frozenset(
+    {"motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential", "living_street",
+     "service", "pedestrian", "primary_link", "secondary_link", "tertiary_link"}
+)  # fmt: skip
 _BASE_CAPTURED_AT_MS = 1718445600000  # 2024-06-15T10:00:00Z
 
 
@@ -58,13 +64,21 @@ class Placement:
     street_key: str  # one sequence per street line
 
 
-def street_lines_local(osm_path: str | Path, frame: LocalFrame, boundary_local: BaseGeometry) -> list[tuple[str, LineString]]:
-    """OSM ``highway=*`` ways clipped to the boundary, in ``local_m`` (one entry per clipped part)."""
+def street_lines_local(
+    osm_path: str | Path,
+    frame: LocalFrame,
+    boundary_local: BaseGeometry,
+    highways: frozenset[str] | None = STREET_HIGHWAYS,
+) -> list[tuple[str, LineString]]:
+    """OSM ``highway=*`` ways (of the given types; None = all) clipped to the boundary, in
+    ``local_m`` (one entry per clipped part, keyed ``w<way id>[_<part>]``)."""
     import osmium
 
     out: list[tuple[str, LineString]] = []
     for o in osmium.FileProcessor(str(osm_path)).with_locations():
         if not (o.is_way() and "highway" in o.tags):
+            continue
+        if highways is not None and o.tags["highway"] not in highways:
             continue
         try:
             lonlat = [(n.lon, n.lat) for n in o.nodes]
@@ -94,12 +108,16 @@ def place_panoramas(
     step_m: float = 9.0,
     clearance_m: float = 1.5,
     max_count: int = 24,
+    run_length: int = 6,
+    center_xy_m: tuple[float, float] = (0.0, 0.0),
     seed: int = 0,
 ) -> list[Placement]:
     """Points every ``step_m`` along each line, ≥ ``clearance_m`` from every footprint and
     ≥ ``step_m / 2`` from each other, heading
     along the line (reversed on some streets, as capture direction varies). At most
-    ``max_count``, thinned evenly."""
+    ``max_count``: per street a run of ``run_length`` consecutive positions (a capture sequence),
+    streets nearest ``center_xy_m`` (the city reference point) first, skipping runs within
+    2·``step_m`` of runs already taken (dual carriageways)."""
     if step_m <= 0 or clearance_m < 0 or max_count < 1:
         raise ValueError(f"need step_m > 0, clearance_m >= 0, max_count >= 1 (got {step_m}, {clearance_m}, {max_count})")
     rng = random.Random(seed)
@@ -118,10 +136,33 @@ def place_panoramas(
                 continue  # overlapping ways (sidewalk beside carriageway): one pano is enough
             h = _heading_at(line, s)
             found.append(Placement(float(p.x), float(p.y), (h + 180.0) % 360.0 if reverse else h, key))
-    if len(found) > max_count:
-        idx = np.round(np.linspace(0, len(found) - 1, max_count)).astype(int)
-        found = [found[i] for i in idx]
-    return found
+    if len(found) <= max_count:
+        return found
+    by_street: dict[str, list[Placement]] = {}
+    for p in found:
+        by_street.setdefault(p.street_key, []).append(p)
+
+    def dist(p: Placement) -> float:
+        return math.hypot(p.x_m - center_xy_m[0], p.y_m - center_xy_m[1])
+
+    candidates = []  # per street: its run of run_length consecutive positions nearest the centre
+    for key, pts in by_street.items():
+        n = min(run_length, len(pts))
+        start = min(range(len(pts) - n + 1), key=lambda i: sum(dist(p) for p in pts[i : i + n]))
+        run = pts[start : start + n]
+        candidates.append((sum(dist(p) for p in run) / n, key, run))
+    selected: list[Placement] = []
+    for _, _, run in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if any(math.hypot(p.x_m - q.x_m, p.y_m - q.y_m) < 2 * step_m for p in run for q in selected):
+            continue  # the other carriageway of a street already taken
+        selected.extend(run[: max_count - len(selected)])
+        if len(selected) >= max_count:
+            break
+    if len(selected) < max_count:  # few streets: fill up with the remaining positions nearest the centre
+        rest = sorted((p for p in found if p not in selected), key=dist)
+        selected.extend(rest[: max_count - len(selected)])
+    keep = {id(p) for p in selected}
+    return [p for p in found if id(p) in keep]
 
 
 def _random_id(rng: random.Random, digits: int = 16) -> str:

@@ -157,7 +157,7 @@ class _Batch:
         self.pending: tuple[int, Future] | None = None
         self.worker: WorkerProcess | None = None
         self.n_workers_started = 0
-        self.rendered_by_worker = 0
+        self.sent_to_worker = 0
 
     # -- results
     def _fail(self, i: int, reason: str) -> None:
@@ -186,7 +186,7 @@ class _Batch:
                               python_executable=self.python_executable)
             try:
                 self.ready = w.start()
-                self.worker, self.rendered_by_worker = w, 0
+                self.worker, self.sent_to_worker = w, 0
                 return
             except WorkerFatal as e:
                 w.kill()
@@ -218,7 +218,7 @@ class _Batch:
             "out_path": str(self.scratch / f"{i}{ext}"),
             "fault": self.fault.fault_for(pose.image_id),
         })
-        self.rendered_by_worker += 1  # counts poses handed to this process
+        self.sent_to_worker += 1  # counts poses handed to this process
 
     def _meta(self, i: int, render_s: float) -> dict[str, Any]:
         s = self.settings
@@ -254,7 +254,7 @@ class _Batch:
         try:
             while k < len(todo) or in_flight is not None:
                 if in_flight is None:
-                    if self.worker is not None and self.rendered_by_worker >= s.restart_every:
+                    if self.worker is not None and self.sent_to_worker >= s.restart_every:
                         self._drop_worker(graceful=True)
                     if self.worker is None:
                         self._start_worker()
@@ -262,10 +262,12 @@ class _Batch:
                     k += 1
                     self._send(in_flight)
                 assert self.worker is not None
+                # a worker's first render also loads kernels and builds the BVH (GPU: minutes of JIT)
+                timeout_s = s.timeout_s + (s.startup_timeout_s if self.sent_to_worker <= 1 else 0.0)
                 try:
-                    msg = self.worker.receive(s.timeout_s)
+                    msg = self.worker.receive(timeout_s)
                 except WorkerTimeout as e:
-                    self._drop_worker(graceful=False)
+                    self._drop_worker(graceful=False)  # kills the whole (hung) process
                     self._fail(in_flight, f"timeout: {e}; worker killed, batch resumed with a new worker")
                     in_flight, consecutive_failures = None, consecutive_failures + 1
                 except WorkerDied as e:
@@ -278,7 +280,7 @@ class _Batch:
                     if msg.get("event") == "rendered":
                         done = in_flight
                         in_flight, consecutive_failures = None, 0
-                        if k < len(todo) and self.rendered_by_worker < s.restart_every:
+                        if k < len(todo) and self.sent_to_worker < s.restart_every:
                             in_flight = todo[k]  # keep Blender busy while pose `done` is converted
                             k += 1
                             self._send(in_flight)

@@ -33,7 +33,7 @@ class RenderSettings:
     clip_end_m: float = 20_000.0  # farther surfaces count as sky
     threads: int = 0  # Cycles threads (fixed); 0 = all CPU cores of this machine
     samples: int | None = None  # None = mode default (labels 1, photo 4)
-    timeout_s: float = 300.0  # per pose, from sending the pose to Blender's reply
+    timeout_s: float = 300.0  # per pose, from sending the pose to Blender's reply (+ startup_timeout_s for a worker's first pose)
     startup_timeout_s: float = 180.0  # bpy import + scene build of one worker process
     restart_every: int = 1000  # poses per Blender process (bounds memory growth)
     device: DeviceChoice = "auto"  # auto = GPU if Cycles finds one, else CPU

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 

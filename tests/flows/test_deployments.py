@@ -92,6 +92,7 @@ class Stack:
         }
         self.env.pop("MAPILLARY_TOKEN", None)  # the flow must find the token in the Secret block
         self.procs: list[subprocess.Popen] = []
+        self.t0 = time.monotonic()
 
     def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")
@@ -100,10 +101,24 @@ class Stack:
         self.procs.append(p)
         return p
 
-    def cli(self, *args: str, timeout: float = 120) -> str:
-        r = subprocess.run([PREFECT, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"prefect {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-        return r.stdout
+    def cli_start(self, *args: str) -> subprocess.Popen:
+        """Start ``prefect <args>`` (finish with :meth:`cli_finish`): independent CLI calls overlap."""
+        p = subprocess.Popen([PREFECT, *args], env=self.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+        p.args_text = " ".join(args)  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    def cli_finish(self, p: subprocess.Popen, timeout: float = 180) -> str:
+        out, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, f"prefect {p.args_text} failed ({p.returncode}):\n{out}"  # type: ignore[attr-defined]
+        return out
+
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        return self.cli_finish(self.cli_start(*args), timeout)
+
+    def phase(self, what: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f} s] {what}", flush=True)
 
     def start_server(self) -> None:
         self.spawn("server", [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"])
@@ -177,23 +192,31 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
     width = 128
     with ReplayServer(sample_content, TEST_TOKEN) as srv:
         stack.start_server()
-        stack.cli("work-pool", "create", "cpu-pool", "--type", "process")
-        stack.cli("work-pool", "create", "gpu-pool", "--type", "process")
-        stack.cli("--no-prompt", "deploy", "--all", timeout=180)
-        listed = stack.cli("deployment", "ls")
-        for name in ("build-dataset/build-dataset", "train/train-gpu", "train/train-cpu"):
-            assert name in listed, listed
-        subprocess.run(
+        stack.phase("server up")
+        pools = [stack.cli_start("work-pool", "create", name, "--type", "process") for name in ("cpu-pool", "gpu-pool")]
+        for p in pools:
+            stack.cli_finish(p)
+        stack.phase("work pools created")
+        worker = stack.start_worker("worker-1")
+        deploy = stack.cli_start("--no-prompt", "deploy", "--all")
+        secret = subprocess.Popen(
             [sys.executable, "-c", f"from prefect.blocks.system import Secret; Secret(value={TEST_TOKEN!r}).save('mapillary-token', overwrite=True)"],
-            env=stack.env, check=True, timeout=120,
+            env=stack.env, start_new_session=True,
         )
+        stack.procs.append(secret)
+        stack.cli_finish(deploy)
+        assert secret.wait(timeout=180) == 0, "saving the Secret block failed"
+        r = requests.post(f"{stack.api}/deployments/filter", json={}, timeout=10)
+        listed = {d["name"] for d in r.json()}
+        assert {"build-dataset", "train-gpu", "train-cpu"} <= listed, listed
+        stack.phase("deployed (prefect deploy --all), Secret block saved, worker-1 started")
         params = {"city": "sample", "width": width, "out_dir": str(out), "graph_url": srv.graph_url,
                   "tiles_url": srv.tiles_url, "batch_size": 2, "preview_count": 1}
         one_at_a_time = {"S2R_TASK_WORKERS": "1"}  # sequential batches: a crash lands mid-render
 
         # 1. run, then kill the worker with its flow run while panoramas are being rendered
-        worker = stack.start_worker("worker-1")
         run1 = stack.run_deployment("build-dataset/build-dataset", params, one_at_a_time)
+        stack.phase(f"flow run {run1} submitted")
         deadline = time.monotonic() + 240
         while len(_render_files(out, width)) < 3:
             fr = stack.flow_run(run1)
@@ -201,18 +224,23 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
             assert time.monotonic() < deadline, f"no renders after 240 s\n{stack.logs(run1)}"
             time.sleep(0.2)
         _kill_tree(worker)
+        stack.phase(f"worker-1 killed with {len(_render_files(out, width))} panoramas rendered")
         time.sleep(1)
         harvested = sorted(r["image_id"] for r in table_rows(read_table(out / "sample" / "harvest" / "harvest.parquet"))
                            if r["status"] == "harvested")
         before = _render_files(out, width)
         assert 0 < len(before) < len(harvested), "the crash should interrupt the rendering"
 
-        # 2. a new worker and a new run finish the job; nothing finished is redone
+        # 2. a new worker and a new run finish the job; nothing finished is redone.
+        # 3. at the same time, bad input reaches the user as a failed run that names the problem
         srv.reset_log()
         stack.start_worker("worker-2")
         run2 = stack.run_deployment("build-dataset/build-dataset", params)
+        bad = stack.run_deployment("build-dataset/build-dataset", {**params, "city": "atlantis"})
+        stack.phase("worker-2 started, resume run and bad-input run submitted")
         fr = stack.wait(run2, timeout=300)
         assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{stack.logs(run2)}"
+        stack.phase("resume run completed")
         assert srv.request_counts() == {"tile": 0, "graph": 0, "image": 0}  # harvest was complete
         after = _render_files(out, width)
         assert {k: after[k] for k in before} == before  # finished renders untouched
@@ -223,8 +251,7 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
         report = json.loads((out / "sample" / "report" / "report.json").read_text())
         assert report["counts"]["rendered_now"] == len(harvested) - len(before)
 
-        # 3. bad input reaches the user as a failed run that names the problem
-        bad = stack.run_deployment("build-dataset/build-dataset", {**params, "city": "atlantis"})
         fr = stack.wait(bad, timeout=120)
         assert fr["state_type"] == "FAILED"
         assert "unknown city 'atlantis'" in (fr["state"]["message"] or "") + stack.logs(bad)
+        stack.phase("bad-input run failed as expected")

@@ -24,6 +24,7 @@ def test_preview_rows_layout_and_sky_black():
     depth_panel = row[:, 2 * 64 : 3 * 64]
     assert (depth_panel[sky] == 0).all()  # sky has no depth: black
     assert (depth_panel[~sky] > 0).all()  # every hit is visible
+    assert (row[:, 64 : 2 * 64][sky] == 0).all()  # no normal on the sky
     np.testing.assert_array_equal(row[:, 3 * 64 :], p.real.transpose(1, 2, 0))
 
 

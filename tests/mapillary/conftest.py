@@ -24,10 +24,12 @@ def city() -> CityConfig:
 
 
 def grid_placements(n: int) -> list[Placement]:
-    """n placements on a grid inside the sample boundary (±40 m around the reference)."""
+    """n placements on a grid inside the sample boundary, alternating between its two z14 tiles
+    (their edge runs at y ≈ +54 m in the sample's local frame)."""
     out = []
     for i in range(n):
-        out.append(Placement(-40.0 + 9.0 * (i % 9), -35.0 + 9.0 * (i // 9), (37.0 * i) % 360.0, f"s{i // 6}"))
+        y = (-60.0 if i % 2 == 0 else 100.0) + 9.0 * (i // 18)
+        out.append(Placement(-80.0 + 9.0 * ((i // 2) % 9), y, (37.0 * i) % 360.0, f"s{i // 6}"))
     return out
 
 

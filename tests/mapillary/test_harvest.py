@@ -54,7 +54,8 @@ def test_harvest_small_content_clean(small_content, server_factory, city, tmp_pa
     assert report.status_counts == {"harvested": len(recs)} and report.images_downloaded == len(recs)
     # header auth for every Graph call; the token is only a query parameter on tiles
     assert {e["auth"] for e in srv.request_log("graph")} == {"header"}
-    assert srv.request_counts() == {"tile": 1, "graph": 1, "image": len(recs)}  # one batch of <= 200
+    n_tiles = len(tiles_for_polygon(city.polygon))
+    assert srv.request_counts() == {"tile": n_tiles, "graph": n_tiles, "image": len(recs)}  # a batch per tile
     assert not [p for p in out.rglob("*") if "partial" in p.name]
 
 
@@ -83,7 +84,7 @@ def test_mixed_faults_full_harvest_then_no_work(sample_plus_bad, server_factory,
     srv.reset_log()
     again = harvest_city(city, out, fast_config(srv), TOKEN)
     assert srv.request_counts() == {"tile": 0, "graph": 0, "image": 0}
-    assert again.tiles_skipped == 1 and again.images_downloaded == 0
+    assert again.tiles_skipped == again.tiles_total >= 1 and again.images_downloaded == 0
     assert read_table(out / "harvest.parquet").equals(read_table_bytes(before, tmp_path))
 
 
@@ -118,7 +119,7 @@ def test_second_run_after_deleted_image_redownloads_only_it(small_content, serve
     (out / "images" / f"{recs[3]['id']}.jpg").unlink()
     srv.reset_log()
     harvest_city(city, out, fast_config(srv), TOKEN)
-    assert srv.request_counts() == {"tile": 1, "graph": 1, "image": 1}
+    assert srv.request_counts() == {"tile": 1, "graph": 1, "image": 1}  # only the tile holding it
     assert [e["ids"] for e in srv.request_log("graph")] == [[recs[3]["id"]]]
     assert _rows(out)[recs[3]["id"]]["status"] == "harvested"
 
@@ -136,7 +137,9 @@ def test_incremental_fetches_only_new_ids(small_content, server_factory, city, t
     report = harvest_city(city, out, fast_config(srv, incremental=True), TOKEN)
     requested = {i for e in srv.request_log("graph") for i in e["ids"]}
     assert requested == {r["id"] for r in new}
-    assert srv.request_counts() == {"tile": 1, "graph": 1, "image": 3} and report.ids_processed == 3
+    assert srv.request_counts()["tile"] == len(tiles_for_polygon(city.polygon)) and srv.request_counts()["image"] == 3
+    assert srv.request_counts()["graph"] == len({e["ids"][0] for e in srv.request_log("graph")})  # a batch per tile with new ids
+    assert report.ids_processed == 3
     rows = _rows(out)
     assert len(rows) == 11 and {r["status"] for r in rows.values()} == {"harvested"}
 
@@ -147,11 +150,12 @@ def test_auth_error_stops_everything(small_content, server_factory, city, tmp_pa
     with pytest.raises(MapillaryAuthError, match="190") as ei:
         harvest_city(city, tmp_path / "h", fast_config(srv), TOKEN)
     assert TOKEN not in str(ei.value)
-    assert srv.request_counts()["graph"] == 1 and srv.request_counts()["image"] == 0  # no retry, no download
+    # no retry, no download: at most the first batch of each tile went out before the stop
+    assert 1 <= srv.request_counts()["graph"] <= len(tiles_for_polygon(city.polygon)) and srv.request_counts()["image"] == 0
     srv2 = server_factory(content, token="MLY|other|token")
     with pytest.raises(MapillaryAuthError):
         harvest_city(city, tmp_path / "h2", fast_config(srv2), TOKEN)
-    assert srv2.request_counts() == {"tile": 1, "graph": 0, "image": 0}
+    assert srv2.request_counts()["tile"] >= 1 and srv2.request_counts()["graph"] == 0
 
 
 def test_missing_token_is_a_clear_error(monkeypatch):
@@ -166,7 +170,7 @@ def test_blocked_tiles_abort_without_retry(small_content, server_factory, city, 
     srv = server_factory(small_content[0], FaultConfig(block_tiles=True))
     with pytest.raises(MapillaryBlockedError, match="blocked"):
         harvest_city(city, tmp_path / "h", fast_config(srv), TOKEN)
-    assert srv.request_counts() == {"tile": 1, "graph": 0, "image": 0}
+    assert srv.request_counts()["tile"] >= 1 and srv.request_counts()["graph"] == 0
 
 
 def test_stale_urls_refetch_metadata_once(small_content, server_factory, city, tmp_path):
@@ -179,7 +183,7 @@ def test_stale_urls_refetch_metadata_once(small_content, server_factory, city, t
     assert all(r["reason"].startswith("image_url_stale") for r in rows.values())
     per_id = Counter(e["id"] for e in srv.request_log("image"))
     assert set(per_id.values()) == {2}  # the first URL, then one fresh one
-    assert srv.request_counts()["graph"] == 1 + len(recs)  # the batch + one refresh per image
+    assert srv.request_counts()["graph"] == 2 + len(recs)  # a batch per tile + one refresh per image
     # failed rows are retried by the next run (here against a healthy server)
     srv2 = server_factory(content)
     report = harvest_city(city, out, fast_config(srv2), TOKEN)
@@ -194,7 +198,7 @@ def test_expired_url_fault_recovers(small_content, server_factory, city, tmp_pat
     harvest_city(city, out, fast_config(srv), TOKEN)
     assert {r["status"] for r in _rows(out).values()} == {"harvested"}
     expired = sum(1 for e in srv.request_log("image") if e["fault"] == "expired")
-    assert expired >= 1 and srv.request_counts()["graph"] == 1 + expired
+    assert expired >= 1 and srv.request_counts()["graph"] == 2 + expired
 
 
 def test_transient_graph_faults_are_retried(small_content, server_factory, city, tmp_path):
@@ -212,8 +216,9 @@ def test_transient_graph_faults_are_retried(small_content, server_factory, city,
 def test_tile_failing_after_retries_does_not_crash(small_content, server_factory, city, tmp_path):
     srv = server_factory(small_content[0], FaultConfig(p_http_500=1.0))
     report = harvest_city(city, tmp_path / "h", fast_config(srv, max_retries=2), TOKEN)
-    assert report.tiles_failed == 1 and srv.request_counts()["tile"] == 3
-    assert not tile_part_path(tmp_path / "h", report.failed_tiles[0]).exists()
+    n_tiles = len(tiles_for_polygon(city.polygon))
+    assert report.tiles_failed == n_tiles and srv.request_counts()["tile"] == 3 * n_tiles
+    assert not any(tile_part_path(tmp_path / "h", t).exists() for t in report.failed_tiles)
 
 
 def test_truncated_images_retried_then_quarantined(small_content, server_factory, city, tmp_path):
@@ -243,11 +248,18 @@ def test_harvest_tiles_parts_and_merge(small_content, server_factory, city, tmp_
     content, recs = small_content
     srv = server_factory(content)
     out = tmp_path / "h"
-    (tile,) = tiles_for_polygon(city.polygon)
-    report = harvest_tiles(city, [tile], out, fast_config(srv), TOKEN)
-    part = tile_part_path(out, tile)
-    assert part.name == tile.replace("/", "_") + ".parquet" and report.status_counts == {"harvested": len(recs)}
-    assert read_table(part).schema.metadata[b"complete"] == b"true"
+    tiles = tiles_for_polygon(city.polygon)
+    assert len(tiles) == 2
+    seen = {}
+    for tile in tiles:  # one call per tile, as a flow task would
+        report = harvest_tiles(city, [tile], out, fast_config(srv), TOKEN)
+        part = tile_part_path(out, tile)
+        assert part.name == tile.replace("/", "_") + ".parquet"
+        assert read_table(part).schema.metadata[b"complete"] == b"true"
+        rows = table_rows(read_table(part))
+        assert rows and {r["tile"] for r in rows} == {tile} and report.status_counts == {"harvested": len(rows)}
+        seen.update({r["image_id"]: tile for r in rows})
+    assert set(seen) == {r["id"] for r in recs}
     assert not (out / "harvest.parquet").exists()
     merged = read_table(merge_harvest_tables(out))
     assert merged.num_rows == len(recs)
@@ -283,7 +295,7 @@ def test_token_never_written_or_printed(small_content, server_factory, city, tmp
         url = srv_dead.graph_url
         srv_dead.stop()  # connection refused → network errors after retries
         report = harvest_city(city, tmp_path / "dead", fast_config(srv_dead, graph_url=url, tiles_url=url, max_retries=1), TOKEN)
-        assert report.tiles_failed == 1
+        assert report.tiles_failed == len(tiles_for_polygon(city.polygon))
     captured = capsys.readouterr()
     texts += [caplog.text, captured.out, captured.err] + [r.getMessage() for r in caplog.records]
     assert any("retry" in r.getMessage() for r in caplog.records)  # the logs did see the faults
@@ -311,7 +323,7 @@ def test_unknown_field_is_a_failure_not_missing_images(small_content, server_fac
     rows = _rows(tmp_path / "h")
     assert {r["status"] for r in rows.values()} == {"failed"}
     assert all("nonexisting field (quality_score)" in r["reason"] for r in rows.values())
-    assert srv.request_counts()["graph"] == 1  # no per-id fallback, no retries of a permanent error
+    assert srv.request_counts()["graph"] == 2  # a batch per tile: no per-id fallback, no retries
 
 
 def test_full_resolution_mode(small_content, server_factory, city, tmp_path):
@@ -330,3 +342,18 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="unknown HarvestConfig keys"):
         HarvestConfig.from_dict({"max_concurency": 3})
     assert HarvestConfig(graph_url="http://x/").graph_url == "http://x"
+
+
+def test_cli_harvest(small_content, server_factory, tmp_path, monkeypatch, capsys):
+    from s2r_data.mapillary.__main__ import main
+
+    content, recs = small_content
+    srv = server_factory(content)
+    monkeypatch.setenv("MAPILLARY_TOKEN", TOKEN)
+    args = ["--city", "sample", "--out", str(tmp_path / "h"), "--graph-url", srv.graph_url, "--tiles-url", srv.tiles_url, "--no-progress"]
+    assert main(args) == 0
+    assert f"harvested {len(recs)}" in capsys.readouterr().out
+    monkeypatch.setenv("MAPILLARY_TOKEN", "MLY|wrong|token")
+    assert main(args[:3] + [str(tmp_path / "h2")] + args[4:]) == 2
+    err = capsys.readouterr().err
+    assert "190" in err and "MLY|wrong|token" not in err

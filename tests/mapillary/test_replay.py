@@ -66,15 +66,18 @@ def test_rate_limit_envelope_and_log(small_content, server_factory):
 def test_tiles_both_layers_and_token(small_content, server_factory, city):
     content, recs = small_content
     srv = server_factory(content)
-    (tid,) = tiles_for_polygon(city.polygon)
-    t = parse_tile_id(tid)
     for layer in ("mly1_computed_public", "mly1_public"):
-        url = f"{srv.tiles_url}/maps/vtp/{layer}/2/{t.z}/{t.x}/{t.y}"
-        r = requests.get(url, params={"access_token": TOKEN}, allow_redirects=False)
-        assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-protobuf"
-        pts = decode_coverage_tile(r.content, t)
-        assert sorted(p.image_id for p in pts) == sorted(x["id"] for x in recs)
-        assert requests.get(url, params={"access_token": "nope"}).status_code == 401
+        found = []
+        for tid in tiles_for_polygon(city.polygon):
+            t = parse_tile_id(tid)
+            url = f"{srv.tiles_url}/maps/vtp/{layer}/2/{t.z}/{t.x}/{t.y}"
+            r = requests.get(url, params={"access_token": TOKEN}, allow_redirects=False)
+            assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-protobuf"
+            pts = decode_coverage_tile(r.content, t)
+            assert pts  # the content spans both tiles
+            found += [p.image_id for p in pts]
+            assert requests.get(url, params={"access_token": "nope"}).status_code == 401
+        assert sorted(found) == sorted(x["id"] for x in recs)
     # z13 has no image layer
     p = mercantile.parent(t)
     r = requests.get(f"{srv.tiles_url}/maps/vtp/mly1_public/2/{p.z}/{p.x}/{p.y}", params={"access_token": TOKEN})

@@ -93,3 +93,16 @@ def test_committed_sample_content(city, tmp_path):
         with Image.open(SAMPLE_CONTENT / "images" / f"{r['id']}.jpg") as im:
             assert im.format == "JPEG" and im.size == (r["width"], r["height"]) == (2048, 1024)
     assert sorted(p.stem for p in (SAMPLE_CONTENT / "images").glob("*.jpg")) == sorted(r["id"] for r in recs)
+
+
+def test_selection_takes_runs_and_skips_the_other_carriageway():
+    lines = [
+        ("near_a", LineString([(-100, 5), (100, 5)])),
+        ("near_b", LineString([(-100, 10), (100, 10)])),  # other carriageway, 5 m away
+        ("far", LineString([(-100, 60), (100, 60)])),
+    ]
+    pts = place_panoramas(lines, box(500, 500, 501, 501), step_m=9.0, max_count=12, run_length=6)
+    keys = [p.street_key for p in pts]
+    assert sorted(set(keys)) == ["far", "near_a"] and keys.count("near_a") == keys.count("far") == 6
+    xs = sorted(p.x_m for p in pts if p.street_key == "near_a")
+    assert all(b - a == pytest.approx(9.0) for a, b in zip(xs, xs[1:])) and abs(sum(xs) / 6) < 9  # centred run

@@ -165,3 +165,23 @@ def test_cli_info_and_verify(tmp_path):
     out = subprocess.run([sys.executable, "-m", "s2r_data.store", "verify", "--no-progress", str(url)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 problems" in out.stdout
+
+
+def test_reads_through_fsspec_urls(tmp_path):
+    """A finished store copied to another filesystem (here fsspec's memory://) reads the same,
+    through zarr and through the direct shard reader used for crops."""
+    import fsspec
+
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 2, height=H)
+    fs = fsspec.filesystem("memory")
+    fs.put(str(url), "/s2r-test-ds", recursive=True)
+    try:
+        remote, local = open_dataset("memory://s2r-test-ds"), open_dataset(url)
+        assert remote.image_ids == local.image_ids
+        np.testing.assert_array_equal(remote.read(1, "real"), local.read(1, "real"))
+        got = remote.read_chunks(1, "sim", 1, [0], [0])
+        np.testing.assert_array_equal(got, local.read_chunks(1, "sim", 1, [0], [0]))
+        assert remote.fast_reader("sim") is not None
+    finally:
+        fs.rm("/s2r-test-ds", recursive=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from s2r_data import equirect
-from s2r_data.poses import Pose, rotation_from_heading_pitch_roll
+from s2r_data.poses import rotation_from_heading_pitch_roll
 from s2r_data.store import DatasetWriter
 from s2r_data.store.synthetic import write_synthetic_dataset
 from s2r_train import crops
