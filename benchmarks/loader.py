@@ -177,12 +177,20 @@ def main(argv=None) -> int:
     chosen_url = work / CHOSEN
     ours = PanoCropDataset(chosen_url, split=None, crop=crop, seed=0)
     base = ThesisBaselineDataset(npz, args.out, crop, seed=0)
+    # single-process CPU time per crop (robust to other load on a shared machine)
+    base[0]
+    m = 6
+    t, c0 = time.perf_counter(), time.process_time()
+    for k in range(m):
+        base[k % args.n]
+    base_ms, base_cpu_ms = (time.perf_counter() - t) / m * 1e3, (time.process_time() - c0) / m * 1e3
     print("DataLoader runs …")
     r_ours = _loader_rate(ours, workers=args.workers, batch=args.batch, seconds=args.seconds, min_batches=5, warmup=3)
     r_base = _loader_rate(base, workers=args.workers, batch=min(args.batch, 4), seconds=args.seconds, min_batches=3, warmup=1)
     speedup = r_ours["crops_per_s"] / r_base["crops_per_s"]
 
     chosen = next(r for r in table if r["store"] == CHOSEN)
+    cpu_speedup = base_cpu_ms / chosen["crop_cpu_ms_1proc"]
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
@@ -193,6 +201,12 @@ def main(argv=None) -> int:
         "crops_per_s_per_worker": round(r_ours["crops_per_s"] / max(args.workers, 1), 1),
         "baseline_crops_per_s_2_workers": r_base["crops_per_s"],
         "bytes_per_sample": chosen["bytes_per_sample"],
+        # CPU-time view (one process, one thread): what 2 idle cores could do, and the ratio
+        "crop_cpu_ms": chosen["crop_cpu_ms_1proc"],
+        "baseline_crop_cpu_ms": round(base_cpu_ms, 1),
+        "baseline_crop_ms_1proc": round(base_ms, 1),
+        "cpu_speedup_vs_thesis_baseline": round(cpu_speedup, 1),
+        "estimated_crops_per_s_2_idle_cores": round(2000.0 / chosen["crop_cpu_ms_1proc"], 0),
         "chosen_store": CHOSEN,
         "targets": {"speedup_vs_thesis_baseline": 10, "crops_per_s_2_workers": 300},
         "codec_table": table,
@@ -213,6 +227,8 @@ def main(argv=None) -> int:
     print(f"{'ours (' + str(args.workers) + ' workers)':28s} {r_ours['crops_per_s']:9.1f}")
     print(f"{'thesis baseline':28s} {r_base['crops_per_s']:9.1f}")
     print(f"speedup {speedup:.1f}× (target ≥ 10×), {r_ours['crops_per_s']:.0f} crops/s (target ≥ 300)")
+    print(f"CPU per crop: ours {chosen['crop_cpu_ms_1proc']:.2f} ms, thesis {base_cpu_ms:.1f} ms → {cpu_speedup:.1f}×; "
+          f"2 idle cores ≈ {2000.0 / chosen['crop_cpu_ms_1proc']:.0f} crops/s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     from s2r_data.atomic import atomic_write_text
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from s2r_data.atomic import atomic_write_text  # noqa: E402
 from s2r_data.citymodel import CityModel, Mesh  # noqa: E402
 from s2r_data.poses import Pose, rotation_from_heading_pitch_roll  # noqa: E402
-from s2r_data.render import RenderResult, RenderSettings, render_poses  # noqa: E402
+from s2r_data.render import RenderSettings, render_poses  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "render.json"
 
@@ -137,7 +137,7 @@ def run_batch(model_path: Path, poses: list[Pose], settings: RenderSettings, out
     return out
 
 
-def _gb(p: Path) -> None:
+def _delete_outputs(p: Path) -> None:
     for f in p.glob("*.npz"):
         f.unlink()
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings = RenderSettings(width=width, threads=a.threads, device=a.device)
                 poses = street_poses(model_path, area, n_batch[width], seed=width, prefix=f"{name}{width}_")
                 r = run_batch(model_path, poses, settings, tmp / f"out-{name}-{width}")
-                _gb(tmp / f"out-{name}-{width}")
+                _delete_outputs(tmp / f"out-{name}-{width}")
                 per_city[name][f"batch_{width}"] = r
                 cases.append((name, f"batch {width}", r))
                 if width == 1024:

@@ -299,7 +299,7 @@ def build_dataset(
     )
     tile_reports = [f.result() for f in tile_futures]  # the first failed tile fails the flow, by name
     timings["harvest"] = time.perf_counter() - t0
-    harvest = stages.collect_harvest(layout.harvest_dir, tile_reports)
+    harvest = stages.collect_harvest(layout.harvest_dir, tile_reports, tile_ids)
     log.info(
         "harvest: %d tile(s) (%d done before), %d panoramas usable, %d new this run",
         len(tile_ids), harvest.tiles_skipped, harvest.n_usable, harvest.n_new,
@@ -314,7 +314,7 @@ def build_dataset(
     city_model_path = model_future.result()
     timings["city_model_wait"] = time.perf_counter() - t0
 
-    poses, pose_failures = stages.poses_from_harvest(harvest.table_path, city_cfg, limit=limit)
+    poses, pose_failures = stages.poses_from_harvest(harvest.table_path, city_cfg, limit=limit, tiles=tile_ids)
     in_store = stages.ids_in_store(layout.store_url)
     todo = [p for p in poses if p.image_id not in in_store]
     log.info(
@@ -369,10 +369,9 @@ def build_dataset(
         final=final,
         timings=timings,
     )
-    _publish_report(summary, layout, preview_count, preview_base_url, out_dir)
-
     if train_after:
         summary["train_flow_run"] = _trigger_training(train_deployment, layout.store_url, train_config, final)
+    _publish_report(summary, layout, preview_count, preview_base_url, out_dir)
     log.info("dataset %s: %d samples, verified", layout.store_url, final["samples"])
     return summary
 
@@ -408,12 +407,19 @@ def _trigger_training(deployment: str, store_url: str, train_config: str | None,
     """Start the training deployment detached (returns at once); the idempotency key makes a
     retried build of the same dataset content start training only once."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     params: dict[str, Any] = {"dataset": store_url}
     if train_config:
         params["config"] = train_config
     key = f"train-{stages.DATASET_VERSION}-{final.get('fingerprint', final['samples'])}-{store_url}"
-    run = run_deployment(deployment, parameters=params, timeout=0, as_subflow=False, idempotency_key=key)
+    try:
+        run = run_deployment(deployment, parameters=params, timeout=0, as_subflow=False, idempotency_key=key)
+    except ObjectNotFound:
+        raise RuntimeError(
+            f"the dataset is built, but the training deployment {deployment!r} does not exist on this Prefect server: "
+            "deploy it (prefect --no-prompt deploy --all) or pass train_deployment=<flow>/<deployment>, or train_after=false"
+        ) from None
     get_run_logger().info("training deployment %s: flow run %s (%s)", deployment, run.name, run.id)
     return str(run.id)
 

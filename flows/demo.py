@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_REPLAY = REPO / "data" / "sample" / "replay"
 DEMO_TOKEN = "MLY|s2r-demo|replay-only"  # accepted by the local replay server only
 
+# the tiny preset trains 2 epochs; the demo trains by step count instead (few samples, so
+# checkpoint and validate every 5 epochs rather than after each one)
+DEMO_TRAIN_OVERRIDES = ("train.epochs=100000", "train.checkpoint_every_epochs=5")
+
 _T0 = time.perf_counter()
 
 
@@ -37,13 +41,13 @@ def say(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "demo", help="everything goes here (default outputs/demo)")
-    ap.add_argument("--width", type=int, default=512, help="panorama width in px (height = width/2); default 512")
+    ap.add_argument("--width", type=int, default=None, help="panorama width in px (height = width/2); default: the city's (1024)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many panoramas (default: all of the sample city)")
-    ap.add_argument("--train-steps", type=int, default=300, help="optimizer steps of the tiny GAN (CPU; default 300)")
+    ap.add_argument("--train-steps", type=int, default=60, help="optimizer steps of the tiny GAN (CPU, ~2-4 s each; default 60)")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
     ap.add_argument("--content", type=Path, default=SAMPLE_REPLAY, help="replay content (default data/sample/replay)")
     args = ap.parse_args(argv)
-    if args.width < 16 or args.width % 4:
+    if args.width is not None and (args.width < 16 or args.width % 4):
         ap.error(f"--width {args.width}: must be a multiple of 4, >= 16")
     if args.train_steps < 1:
         ap.error("--train-steps must be >= 1")
@@ -103,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = out / "runs" / "sample"
         say(f"flow train: tiny sim→real GAN on the CPU, {args.train_steps} steps (resumes if run before)")
-        train_result = train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir),
-                             resume=True, max_steps=args.train_steps)
+        train_result = train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir), resume=True,
+                             max_steps=args.train_steps, overrides=list(DEMO_TRAIN_OVERRIDES))
         ckpts = [Path(p) for p in train_result["checkpoints"] if "checkpoint-" in Path(p).name]
         if ckpts:
-            renders = sorted((out / "sample" / "renders" / f"w{args.width}").glob("*.npz"))
+            renders = sorted((out / "sample" / "renders" / f"w{summary['width']}").glob("*.npz"))
             say(f"translating rendered panorama {renders[0].stem} with {ckpts[-1].name}")
             translated = translate_one(ckpts[-1], renders[0], out / "translated")
 

@@ -229,18 +229,17 @@ class HarvestOutcome:
         return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
 
 
-def collect_harvest(harvest_dir: Path, tile_reports: Sequence[Mapping[str, Any]]) -> HarvestOutcome:
-    """Merge the tile parts into ``harvest.parquet`` and count rows by status and reason."""
+def collect_harvest(harvest_dir: Path, tile_reports: Sequence[Mapping[str, Any]], tiles: Sequence[str]) -> HarvestOutcome:
+    """Merge the tile parts into ``harvest.parquet`` and count the rows of ``tiles`` by status
+    and reason (rows of other tiles, from earlier runs, are kept but not counted)."""
     from s2r_data.mapillary.table import merge_harvest_tables, read_table
 
     table_path = merge_harvest_tables(harvest_dir)
     t = read_table(table_path)
-    statuses = Counter(str(s) for s in t.column("status").to_pylist())
-    reasons = Counter(
-        f"{s}:{(r or '').split(':')[0] or '-'}"
-        for s, r in zip(t.column("status").to_pylist(), t.column("reason").to_pylist())
-        if s != "harvested"
-    )
+    wanted = set(tiles)
+    rows = [(s, r) for s, r, tl in zip(t.column("status").to_pylist(), t.column("reason").to_pylist(), t.column("tile").to_pylist()) if tl in wanted]
+    statuses = Counter(str(s) for s, _ in rows)
+    reasons = Counter(f"{s}:{(r or '').split(':')[0] or '-'}" for s, r in rows if s != "harvested")
     return HarvestOutcome(
         table_path=Path(table_path),
         images_dir=Path(harvest_dir),
@@ -267,20 +266,27 @@ def record_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def harvested_rows(table_path: Path) -> dict[str, dict[str, Any]]:
-    """Rows with status ``harvested`` (image on disk), by image id."""
+def harvested_rows(table_path: Path, tiles: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Rows with status ``harvested`` (image on disk), by image id; only of ``tiles`` if given."""
     from s2r_data.mapillary.table import read_table, table_rows
 
-    return {str(r["image_id"]): r for r in table_rows(read_table(table_path)) if r["status"] == "harvested"}
+    wanted = None if tiles is None else set(tiles)
+    return {
+        str(r["image_id"]): r
+        for r in table_rows(read_table(table_path))
+        if r["status"] == "harvested" and (wanted is None or r["tile"] in wanted)
+    }
 
 
-def poses_from_harvest(table_path: Path, city: CityConfig, *, limit: int | None = None) -> tuple[list[Pose], dict[str, int]]:
-    """Poses of the harvested panoramas, sorted by image id (at most ``limit``), and the pose
-    failures counted by reason."""
+def poses_from_harvest(
+    table_path: Path, city: CityConfig, *, limit: int | None = None, tiles: Sequence[str] | None = None
+) -> tuple[list[Pose], dict[str, int]]:
+    """Poses of the harvested panoramas (of ``tiles``, if given), sorted by image id, at most
+    ``limit``; and the pose failures counted by reason."""
     mount_height_m = float(city.defaults.get("mount_height_m", 2.5))
     poses: list[Pose] = []
     failures: Counter[str] = Counter()
-    for image_id, row in sorted(harvested_rows(table_path).items()):
+    for image_id, row in sorted(harvested_rows(table_path, tiles).items()):
         try:
             poses.append(pose_from_mapillary(record_from_row(row), city.frame, mount_height_m=mount_height_m))
         except PoseError as e:

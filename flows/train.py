@@ -8,16 +8,18 @@ forwarded to the flow run's log.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-__all__ = ["train", "resolve_config", "train_command", "run_logged", "TrainingFailedError"]
+__all__ = ["train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "TrainingFailedError"]
 
 
 class TrainingFailedError(RuntimeError):
@@ -83,6 +85,41 @@ def run_logged(cmd: Sequence[str], *, log_line, env: dict[str, str] | None = Non
         raise
 
 
+class MetricsWatcher(threading.Thread):
+    """Logs the trainer's progress (last line of ``run_dir/metrics.jsonl``) every ``every_s``."""
+
+    def __init__(self, run_dir: Path, log_line, every_s: float = 20.0, max_steps: int | None = None):
+        super().__init__(name="train-metrics-watcher", daemon=True)
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.log_line, self.every_s, self.max_steps = log_line, every_s, max_steps
+        self.stop = threading.Event()
+        self._last_step: int | None = None
+
+    def poll(self) -> None:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return
+        for line in reversed(lines):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            step = rec.get("step")
+            if step is None or step == self._last_step:
+                return
+            self._last_step = step
+            of = f"/{self.max_steps}" if self.max_steps else ""
+            keys = ("loss_g", "loss_d", "l1", "psnr")
+            vals = ", ".join(f"{k} {rec[k]:.3f}" for k in keys if isinstance(rec.get(k), (int, float)))
+            self.log_line(f"step {step}{of} (epoch {rec.get('epoch')}, {rec.get('split', '?')}): {vals}")
+            return
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every_s):
+            self.poll()
+
+
 @task(name="train-model", tags=["gpu"])
 def train_task(
     config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None, overrides: list[str]
@@ -97,7 +134,12 @@ def train_task(
         del tail[:-30]
         log.info(line)
 
-    rc = run_logged(cmd, log_line=log_line, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    watcher = MetricsWatcher(Path(run_dir), log.info, max_steps=max_steps)
+    watcher.start()
+    try:
+        rc = run_logged(cmd, log_line=log_line, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        watcher.stop.set()
     if rc != 0:
         raise TrainingFailedError(f"training exited with status {rc}; last lines:\n" + "\n".join(tail[-15:]))
     return describe_run_dir(Path(run_dir))

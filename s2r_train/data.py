@@ -206,8 +206,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
         y -= y0
 
         def planes(array: str) -> np.ndarray:  # only the inner chunks under the map, cut to the taps
-            region = reader.read_chunks(row, array, level, plan.chunk_rows, plan.chunk_cols)
-            return region[:, y0:y1, x0:x1]
+            return reader.read_box(row, array, level, plan.chunk_rows, plan.chunk_cols, plan.bbox)
 
         sim16, label_r, real_r, mask_r = planes("sim"), planes("label"), planes("real"), planes("mask")
         # planar float16 → float32 (contiguous, vectorised), then interleave into two 4-channel HWC

@@ -257,6 +257,8 @@ class Trainer:
             for m in (self.G_raw, self.D_raw, self.G_ema):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
+        self._running_stats = [b for m in (self.G_raw, self.D_raw) for name, b in m.named_buffers()
+                               if name.endswith(("running_mean", "running_var"))]
         self.perceptual = None
         if t.lambda_vgg > 0:
             self.perceptual = PerceptualLoss(load_vgg19_features(t.perceptual_weights_path)).to(self.device)
@@ -454,11 +456,15 @@ class Trainer:
         if not _all_true(_finite_batch(batch), self.dist):
             return self._count_skip({"skipped": 1.0, "skipped_input": 1.0}, "the batch has non-finite sim/real values")
         cond, real, weight = self._to_device(batch)
+        saved_stats = [b.clone() for b in self._running_stats]  # BN statistics of a bad step are not kept
         if t.mode == "paired":
             stats = self._paired_step(cond, real, weight)
         else:
             stats = self._cycle_step(cond, real)
         if stats["skipped"]:
+            with torch.no_grad():
+                for b, saved in zip(self._running_stats, saved_stats):
+                    b.copy_(saved)
             return self._count_skip(stats, "non-finite loss or gradient")
         self.nonfinite_consecutive = 0
         return stats

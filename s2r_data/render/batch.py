@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,12 +266,12 @@ class _Batch:
                 try:
                     msg = self.worker.receive(timeout_s)
                 except WorkerTimeout as e:
-                    self._drop_worker(graceful=False)  # kills the whole (hung) process
                     self._fail(in_flight, f"timeout: {e}; worker killed, batch resumed with a new worker")
+                    self._drop_worker(graceful=False)  # kills the whole (hung) process
                     in_flight, consecutive_failures = None, consecutive_failures + 1
                 except WorkerDied as e:
-                    self._drop_worker(graceful=False)
                     self._fail(in_flight, f"worker crashed: {e}; batch resumed with a new worker")
+                    self._drop_worker(graceful=False)
                     in_flight, consecutive_failures = None, consecutive_failures + 1
                 else:
                     if msg.get("seq") != in_flight:

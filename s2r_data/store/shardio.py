@@ -142,6 +142,51 @@ class ShardedArrayReader:
             os.close(fd)
         return out
 
+    def read_box(
+        self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int], box: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """Like :meth:`read_chunks` but returns only ``box = (y0, y1, x0, x1)`` of that region
+        (region coordinates), decoding each chunk into a scratch buffer and copying just its
+        overlap with the box (chunks outside the box are not decoded)."""
+        if not self.supported:
+            raise RuntimeError(f"{self.array_url}: {self.reason}")
+        if self._fs is not None or self._decode_into is None:
+            y0, y1, x0, x1 = box
+            return self.read_chunks(sample, chunk_rows, chunk_cols)[:, y0:y1, x0:x1]
+        C = self.shape[1]
+        cy, cx = self.chunk_hw
+        y0, y1, x0, x1 = box
+        out = np.empty((C, y1 - y0, x1 - x0), dtype=self.dtype)
+        scratch = np.empty((C, cy, cx), dtype=self.dtype)
+        key = f"{self.array_url}/c/{int(sample)}/0/0/0"
+        try:
+            fd = os.open(key, os.O_RDONLY)
+        except FileNotFoundError:
+            out[...] = self.fill_value
+            return out
+        try:
+            size = os.fstat(fd).st_size
+            raw_index = os.pread(fd, self._index_nbytes, size - self._index_nbytes)
+            index = np.frombuffer(raw_index, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))
+            for i, r in enumerate(chunk_rows):
+                ry0, ry1 = max(y0, i * cy), min(y1, (i + 1) * cy)
+                if ry0 >= ry1:
+                    continue
+                for j, c in enumerate(chunk_cols):
+                    rx0, rx1 = max(x0, j * cx), min(x1, (j + 1) * cx)
+                    if rx0 >= rx1:
+                        continue
+                    dst = out[:, ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0]
+                    off, nb = index[r, c]
+                    if off == _EMPTY:
+                        dst[...] = self.fill_value
+                        continue
+                    self._decode_into(os.pread(fd, int(nb), int(off)), scratch)
+                    dst[...] = scratch[:, ry0 - i * cy : ry1 - i * cy, rx0 - j * cx : rx1 - j * cx]
+        finally:
+            os.close(fd)
+        return out
+
     def read_chunks(self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int]) -> np.ndarray:
         """Decode inner chunks (rows × cols, both in the order given; cols may wrap) of one sample
         into one (C, len(rows)·cy, len(cols)·cx) array. Missing chunks/shards read as fill."""

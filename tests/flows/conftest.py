@@ -18,7 +18,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_CONTENT = Path(os.environ.get("S2R_TEST_REPLAY_CONTENT", REPO / "data" / "sample" / "replay"))
+SAMPLE_CONTENT = REPO / "data" / "sample" / "replay"
 TEST_TOKEN = "MLY|s2r-test|0123456789abcdef"
 
 

@@ -137,16 +137,23 @@ class Stack:
         return self.spawn(name, [PREFECT, "worker", "start", "--pool", "cpu-pool", "--name", name],
                           {"S2R_PROJECT_DIR": str(REPO)})
 
-    def run_deployment(self, name: str, params: dict, job_env: dict[str, str] | None = None) -> str:
+    def submit(self, name: str, params: dict, job_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``prefect deployment run NAME --param k=v ...`` (started; :meth:`run_id` waits for it)."""
         args = ["deployment", "run", name]
         for k, v in params.items():
             args += ["--param", f"{k}={json.dumps(v)}"]
         if job_env:
             args += ["--job-variable", f"env={json.dumps(job_env)}"]
-        out = self.cli(*args)
+        return self.cli_start(*args)
+
+    def run_id(self, p: subprocess.Popen) -> str:
+        out = self.cli_finish(p)
         m = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
         assert m, f"no flow run id in:\n{out}"
         return m.group(1)
+
+    def run_deployment(self, name: str, params: dict, job_env: dict[str, str] | None = None) -> str:
+        return self.run_id(self.submit(name, params, job_env))
 
     def flow_run(self, run_id: str) -> dict:
         r = requests.get(f"{self.api}/flow_runs/{run_id}", timeout=10)
@@ -235,8 +242,11 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
         # 3. at the same time, bad input reaches the user as a failed run that names the problem
         srv.reset_log()
         stack.start_worker("worker-2")
-        run2 = stack.run_deployment("build-dataset/build-dataset", params)
-        bad = stack.run_deployment("build-dataset/build-dataset", {**params, "city": "atlantis"})
+        # the resumed build also asks for training: a detached run of train/train-gpu (no GPU
+        # worker here, so it stays Scheduled)
+        submit2 = stack.submit("build-dataset/build-dataset", {**params, "train_after": True, "train_deployment": "train/train-gpu"})
+        submit_bad = stack.submit("build-dataset/build-dataset", {**params, "city": "atlantis"})
+        run2, bad = stack.run_id(submit2), stack.run_id(submit_bad)
         stack.phase("worker-2 started, resume run and bad-input run submitted")
         fr = stack.wait(run2, timeout=300)
         assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{stack.logs(run2)}"
@@ -250,6 +260,11 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
         assert verify(out / "sample" / "dataset.zarr").ok
         report = json.loads((out / "sample" / "report" / "report.json").read_text())
         assert report["counts"]["rendered_now"] == len(harvested) - len(before)
+
+        r = requests.post(f"{stack.api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": None}}, timeout=10)
+        train_runs = [f for f in r.json() if f["parameters"].get("dataset") == str(out / "sample" / "dataset.zarr")]
+        assert len(train_runs) == 1 and train_runs[0]["state_type"] == "SCHEDULED", train_runs
+        assert report["train_flow_run"] == train_runs[0]["id"]
 
         fr = stack.wait(bad, timeout=120)
         assert fr["state_type"] == "FAILED"

@@ -11,7 +11,14 @@ from shapely.geometry import LineString, Point, box
 from s2r_data.frames import LocalFrame
 from s2r_data.poses import heading_pitch_roll_deg, pose_from_mapillary, rodrigues
 from s2r_data.mapillary.records import pano_problem
-from s2r_data.mapillary.sample_content import Placement, make_records, panorama_record, place_panoramas, placeholder_jpeg
+from s2r_data.mapillary.sample_content import (
+    Placement,
+    finish_photo,
+    make_records,
+    panorama_record,
+    place_panoramas,
+    placeholder_jpeg,
+)
 
 from .conftest import SAMPLE_CONTENT
 
@@ -69,6 +76,15 @@ def test_make_records_fields():
 def test_placeholder_is_a_2to1_jpeg():
     im = Image.open(io.BytesIO(placeholder_jpeg(64)))
     assert im.format == "JPEG" and im.size == (64, 32)
+
+
+def test_finish_photo_keeps_size_and_shrinks_noise():
+    rng = __import__("numpy").random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(100, 140, size=(128, 256, 3), dtype="uint8"))
+    buf = io.BytesIO()
+    noisy.save(buf, "JPEG", quality=95)
+    out = finish_photo(buf.getvalue())
+    assert Image.open(io.BytesIO(out)).size == (256, 128) and len(out) < len(buf.getvalue())
 
 
 def test_committed_sample_content(city, tmp_path):

@@ -50,7 +50,8 @@ def test_crash_is_recovered_and_batch_resumes(city_path, tmp_path):
     results = render_poses(city_path, poses, tmp_path, SETTINGS, progress=False, fault_injection=FaultInjection(crash_on=frozenset({"p1"})))
     assert [r.status for r in results] == ["ok", "failed", "ok", "ok"]
     assert "crashed" in results[1].reason and "exited with code 70" in results[1].reason
-    assert results[0].worker_pid != results[2].worker_pid == results[3].worker_pid
+    assert results[0].worker_pid == results[1].worker_pid != results[2].worker_pid == results[3].worker_pid
+    assert not _alive(results[1].worker_pid)
     assert not (tmp_path / "p1.npz").exists()
     assert all(load_sim_passes(tmp_path / f"p{i}.npz").width == W for i in (0, 2, 3))
 
@@ -64,7 +65,8 @@ def test_hang_is_killed_after_timeout(city_path, tmp_path):
     results = render_poses(city_path, poses, tmp_path, settings, progress=False, fault_injection=FaultInjection(hang_on=frozenset({"p1"})))
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert "timeout" in results[1].reason
-    assert not _alive(results[0].worker_pid)  # the hung worker was killed, not leaked
+    assert results[1].worker_pid == results[0].worker_pid != results[2].worker_pid
+    assert not _alive(results[1].worker_pid)  # the hung worker was killed, not leaked
     assert time.perf_counter() - t0 < 60
 
 

@@ -76,6 +76,7 @@ def writer_script(tmp_path):
     return p
 
 
+@pytest.mark.slow
 def test_kill_between_arrays_and_commit_then_rerun(tmp_path, writer_script):
     url = tmp_path / "ds"
     ids = [f"a_{k}" for k in range(5)]
@@ -93,6 +94,7 @@ def test_kill_between_arrays_and_commit_then_rerun(tmp_path, writer_script):
     assert verify(url).ok
 
 
+@pytest.mark.slow
 def test_kill_at_a_random_moment(tmp_path, writer_script):
     url = tmp_path / "ds"
     ids = [f"b_{k}" for k in range(20)]
@@ -114,6 +116,7 @@ def test_kill_at_a_random_moment(tmp_path, writer_script):
     assert verify(url).ok
 
 
+@pytest.mark.slow
 def test_two_writer_processes_at_once(tmp_path, writer_script):
     url = tmp_path / "ds"
     ids_a = [f"p_{k}" for k in range(0, 16, 2)]

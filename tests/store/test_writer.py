@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -157,14 +154,16 @@ def test_fast_shard_reader_matches_zarr(tmp_path):
         assert not fast.read_chunks(ds.group[name].shape[0] - 1 + 10, [0], [0]).any()
 
 
-def test_cli_info_and_verify(tmp_path):
+def test_cli_info_and_verify(tmp_path, capsys):
+    from s2r_data.store.__main__ import main
+
     url = tmp_path / "ds"
     write_synthetic_dataset(url, 2, height=H)
-    out = subprocess.run([sys.executable, "-m", "s2r_data.store", "info", str(url)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and '"samples": 2' in out.stdout
-    out = subprocess.run([sys.executable, "-m", "s2r_data.store", "verify", "--no-progress", str(url)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "0 problems" in out.stdout
+    assert main(["info", str(url)]) == 0
+    assert '"samples": 2' in capsys.readouterr().out
+    assert main(["verify", "--no-progress", str(url)]) == 0
+    assert "0 problems" in capsys.readouterr().out
+    assert main(["compact", str(url)]) == 0
 
 
 def test_reads_through_fsspec_urls(tmp_path):

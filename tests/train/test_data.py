@@ -235,6 +235,7 @@ def test_pyramid_level_prevents_aliasing(tmp_path):
     assert float(with_pyr["sim"][0].mean()) == pytest.approx(0.5, abs=0.02)
 
 
+@pytest.mark.slow
 def test_pickles_and_runs_in_worker_processes(synth):
     ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=16), seed=1)
     ds[0]  # opens the store in this process
