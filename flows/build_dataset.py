@@ -352,6 +352,8 @@ def build_dataset(
         )
     final = finalize_store_task(layout.store_url, list(splits), split_seed)
     timings["index_and_verify"] = time.perf_counter() - t0
+    for w in final.get("warnings", []):
+        log.warning("%s", w)
     if not final["verified"]:
         raise RuntimeError(f"dataset {layout.store_url} failed verification: {final['problems']}")
 

@@ -4,12 +4,13 @@
 2. runs the ``build-dataset`` flow for ``sample`` end to end (harvest → city model → render →
    store → index → verify → report), Prefect in ephemeral mode (no server; its database lives
    in ``outputs/demo/prefect``);
-3. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config);
+3. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config; a short first run
+   measures the machine's speed, a second one resumes and uses the rest of ``--train-minutes``);
 4. translates one rendered panorama with the trained generator;
 5. prints where everything is.
 
-No token, no network, no GPU needed. Rerunning reuses every finished step (and resumes
-training up to the same step count), so a second run takes seconds.
+No token, no network, no GPU needed. Rerunning reuses the dataset (nothing is harvested,
+rendered or written again) and continues training from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEMO_TOKEN = "MLY|s2r-demo|replay-only"  # accepted by the local replay server o
 # the tiny preset trains 2 epochs; the demo trains by step count instead (few samples, so
 # checkpoint and validate every 5 epochs rather than after each one)
 DEMO_TRAIN_OVERRIDES = ("train.epochs=100000", "train.checkpoint_every_epochs=5")
+PROBE_STEPS = 12
 
 _T0 = time.perf_counter()
 
@@ -43,14 +45,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "demo", help="everything goes here (default outputs/demo)")
     ap.add_argument("--width", type=int, default=None, help="panorama width in px (height = width/2); default: the city's (1024)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many panoramas (default: all of the sample city)")
-    ap.add_argument("--train-steps", type=int, default=60, help="optimizer steps of the tiny GAN (CPU, ~2-4 s each; default 60)")
+    ap.add_argument("--train-minutes", type=float, default=4.0, help="CPU training time of the tiny GAN (default 4)")
+    ap.add_argument("--train-steps", type=int, default=None, help="train this many steps instead of --train-minutes")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
     ap.add_argument("--content", type=Path, default=SAMPLE_REPLAY, help="replay content (default data/sample/replay)")
     args = ap.parse_args(argv)
     if args.width is not None and (args.width < 16 or args.width % 4):
         ap.error(f"--width {args.width}: must be a multiple of 4, >= 16")
-    if args.train_steps < 1:
+    if args.train_steps is not None and args.train_steps < 1:
         ap.error("--train-steps must be >= 1")
+    if args.train_minutes <= 0:
+        ap.error("--train-minutes must be > 0")
     return args
 
 
@@ -70,6 +75,26 @@ def translate_one(checkpoint: Path, npz: Path, out_dir: Path) -> list[Path]:
     if rc != 0:
         raise RuntimeError(f"inference failed (exit {rc}): {' '.join(cmd)}")
     return sorted(out_dir.glob(f"{npz.stem}*.png"))
+
+
+def comparison_png(store_url: str, image_id: str, translated_png: Path, out_png: Path) -> Path:
+    """Stack the render (DiffCol), the translation and the photo of one panorama vertically."""
+    import numpy as np
+    from PIL import Image
+
+    from s2r_data.atomic import atomic_path
+    from s2r_data.store import open_dataset
+
+    ds = open_dataset(store_url)
+    i = ds.image_ids.index(image_id)
+    sim, real = ds.read(i, "sim"), ds.read(i, "real")
+    diffcol = (np.clip(sim[0:3].astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    photo = real.transpose(1, 2, 0)
+    with Image.open(translated_png) as im:
+        fake = np.asarray(im.convert("RGB").resize(photo.shape[1::-1], Image.BILINEAR))
+    with atomic_path(out_png, suffix=".png") as tmp:
+        Image.fromarray(np.concatenate([diffcol, fake, photo], axis=0)).save(tmp)
+    return out_png
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,17 +128,38 @@ def main(argv: list[str] | None = None) -> int:
     train_result = None
     translated: list[Path] = []
     if not args.no_train:
-        from .train import train
+        from .train import last_logged_step, train
 
         run_dir = out / "runs" / "sample"
-        say(f"flow train: tiny sim→real GAN on the CPU, {args.train_steps} steps (resumes if run before)")
-        train_result = train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir), resume=True,
-                             max_steps=args.train_steps, overrides=list(DEMO_TRAIN_OVERRIDES))
+        start = last_logged_step(run_dir)
+        t_train = time.perf_counter()
+
+        def train_to(step: int) -> dict:
+            return train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir), resume=True,
+                         max_steps=step, overrides=list(DEMO_TRAIN_OVERRIDES))
+
+        if args.train_steps is not None:
+            say(f"flow train: tiny sim→real GAN on the CPU, up to step {start + args.train_steps}")
+            train_result = train_to(start + args.train_steps)
+        else:
+            # a short first run measures the speed of this machine; the second uses the budget
+            budget_s = args.train_minutes * 60
+            say(f"flow train: tiny sim→real GAN on the CPU for ~{args.train_minutes:g} min "
+                f"(first {PROBE_STEPS} steps measure this machine's speed)")
+            train_result = train_to(start + PROBE_STEPS)
+            spent = time.perf_counter() - t_train
+            more = int((budget_s - spent) / (spent / PROBE_STEPS))
+            if more >= 5:
+                say(f"{spent / PROBE_STEPS:.1f} s/step here: flow train again, resuming, up to step {start + PROBE_STEPS + more}")
+                train_result = train_to(start + PROBE_STEPS + more)
         ckpts = [Path(p) for p in train_result["checkpoints"] if "checkpoint-" in Path(p).name]
         if ckpts:
             renders = sorted((out / "sample" / "renders" / f"w{summary['width']}").glob("*.npz"))
             say(f"translating rendered panorama {renders[0].stem} with {ckpts[-1].name}")
             translated = translate_one(ckpts[-1], renders[0], out / "translated")
+            if translated:
+                translated.append(comparison_png(summary["store_url"], renders[0].stem, translated[0],
+                                                 out / "translated" / f"{renders[0].stem}-render-translation-photo.png"))
 
     say("done. Where everything is:")
     rows = [
@@ -129,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             ("TensorBoard", f"tensorboard --logdir {train_result['run_dir']}"),
             ("newest checkpoint", (train_result["checkpoints"] or ["-"])[-1]),
         ]
-    rows += [("translated panorama", str(p)) for p in translated]
+    rows += [("translated panorama" if i == 0 else "render | translation | photo", str(p)) for i, p in enumerate(translated)]
     rows.append(("Prefect database (ephemeral)", os.environ.get("PREFECT_HOME", "-")))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -103,6 +103,8 @@ def report_markdown(summary: Mapping[str, Any], *, preview_path: str | None = No
             lines.append(f"| {stage} | {reason or '-'} | {value} |")
     else:
         lines.append("none")
+    if summary.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in summary["warnings"]]
     if summary.get("train_flow_run"):
         lines += ["", f"Training started: flow run `{summary['train_flow_run']}`"]
     lines += ["", "## Timings", "", "| step | seconds |", "|---|---:|"]

@@ -420,18 +420,32 @@ def render_and_write_batch(
 
 def finalize_store(store_url: str, *, splits: Sequence[float | int], seed: int) -> dict[str, Any]:
     """Compact the index, assign train/val/vis splits by sequence, verify every sample."""
+    import dataclasses
+
     from s2r_data.store import compact, verify
-    from s2r_train.splits import assign_splits
+    from s2r_data.store.index import read_index
+    from s2r_data.store.urls import location
+    from s2r_train.splits import SplitSpec, assign_splits, split_groups
 
     compact(store_url)
-    split_counts = assign_splits(store_url, list(splits), seed=seed)
+    spec = SplitSpec.from_list(list(splits))
+    # a small dataset may have fewer val samples than requested visualisation samples: use all
+    index = read_index(location(store_url))
+    val_split, _ = split_groups(index.column("image_id").to_pylist(), index.column("sequence_id").to_pylist(),
+                                dataclasses.replace(spec, vis=0), seed)
+    n_val = val_split.count("val")
+    warnings = []
+    if spec.vis > n_val:
+        warnings.append(f"only {n_val} val samples: {n_val} visualisation samples instead of {spec.vis}")
+        spec = dataclasses.replace(spec, vis=n_val)
+    split_counts = assign_splits(store_url, spec, seed=seed)
     report = verify(store_url)
     ids = sorted(ids_in_store(store_url))
     return {
         "fingerprint": hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16],
         "verified": bool(report.ok),
         "problems": [str(p) for p in report.problems][:20],
-        "warnings": list(report.warnings)[:20],
+        "warnings": (warnings + list(report.warnings))[:20],
         "samples": int(report.n_samples),
         "splits": dict(split_counts),
     }
@@ -487,6 +501,7 @@ def summarize(
         "samples_in_store": int(final["samples"]),
         "verified": bool(final["verified"]),
         "splits": dict(final.get("splits", {})),
+        "warnings": list(final.get("warnings", [])),
         "dataset_fingerprint": final.get("fingerprint"),
         "counts": {
             "tiles": len(tiles),

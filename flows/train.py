@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-__all__ = ["train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "TrainingFailedError"]
+__all__ = ["train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "last_logged_step", "TrainingFailedError"]
 
 
 class TrainingFailedError(RuntimeError):
@@ -83,6 +83,22 @@ def run_logged(cmd: Sequence[str], *, log_line, env: dict[str, str] | None = Non
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
+
+
+def last_logged_step(run_dir: str | Path) -> int:
+    """The newest optimizer step in ``run_dir/metrics.jsonl`` (0 if none)."""
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            step = json.loads(line).get("step")
+        except ValueError:
+            continue
+        if isinstance(step, int):
+            return step
+    return 0
 
 
 class MetricsWatcher(threading.Thread):

@@ -8,8 +8,10 @@ Output layout: DiffCol (3), Normal (3, world or crop camera frame), depth (1, en
 [sky mask (1)], [one-hot labels (num_classes)].
 
 Crop camera convention (``cam_opensfm``: x right, y down, z forward), matching
-``s2r_data.equirect``: yaw > 0 turns right, pitch > 0 looks up, relative to the panorama
-camera; ``flip`` mirrors the crop left-right after sampling.
+``s2r_data.equirect`` and ``s2r_train.crops.crop_rotation``: yaw > 0 turns right, pitch > 0
+looks up, relative to the panorama camera. The panorama's own rotation is read from the
+batch meta (``R_world_to_cam_opensfm``, 3×3 or 9 values per item) when the Dataset gives
+it; otherwise the panorama is taken as upright and facing north.
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ def R_pano_to_crop_opensfm(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> to
 
 
 def normals_world_to_crop(normal_world: torch.Tensor, *, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor,
-                          flip: torch.Tensor, R_world_to_pano_opensfm: torch.Tensor | None = None) -> torch.Tensor:
+                          R_world_to_pano_opensfm: torch.Tensor | None = None) -> torch.Tensor:
     """(B,3,h,w) world normals → crop camera frame. Without the panorama rotation the
-    panorama is taken as upright and facing north (only pitch-relative terms are then right)."""
+    panorama is taken as upright and facing north (only pitch-relative terms are then right).
+
+    Flipped items need no extra step: the Dataset already reflects their normals across the
+    plane ⟂ the crop's right axis (``s2r_train.crops.reflect_normals``, mirrored-world
+    convention), so rotating them gives the mirrored camera's normals (x negated)."""
     b = normal_world.shape[0]
     if R_world_to_pano_opensfm is None:
         R_wp = torch.as_tensor(R_WORLD_TO_PANO_NORTH_OPENSFM, dtype=torch.float32).expand(b, 3, 3)
@@ -81,15 +87,12 @@ def normals_world_to_crop(normal_world: torch.Tensor, *, yaw_deg: torch.Tensor, 
         R_wp = R_world_to_pano_opensfm.float().reshape(b, 3, 3)
     R = R_pano_to_crop_opensfm(yaw_deg, pitch_deg) @ R_wp.to(yaw_deg.device)
     R = R.to(normal_world.device)
-    n = torch.einsum("bij,bjhw->bihw", R, normal_world.float())
-    sign = torch.ones(b, 3, 1, 1, device=n.device)
-    sign[flip.to(torch.bool).to(n.device), 0] = -1.0  # mirrored crop: x flips
-    return n * sign
+    return torch.einsum("bij,bjhw->bihw", R, normal_world.float())
 
 
 def encode_condition(sim: torch.Tensor, *, sky: torch.Tensor | None = None, label: torch.Tensor | None = None,
                      yaw_deg: torch.Tensor | None = None, pitch_deg: torch.Tensor | None = None,
-                     flip: torch.Tensor | None = None, R_world_to_pano_opensfm: torch.Tensor | None = None,
+                     R_world_to_pano_opensfm: torch.Tensor | None = None,
                      depth_encoding: str = "linear", depth_range_m: tuple[float, float] = (0.0, 200.0),
                      depth_min_m: float = 1.0, sky_channel: bool = False, normals_frame: str = "world",
                      label_onehot: bool = False, num_classes: int = 7) -> torch.Tensor:
@@ -100,9 +103,9 @@ def encode_condition(sim: torch.Tensor, *, sky: torch.Tensor | None = None, labe
     sky = sky.float()
     normal = sim[:, 3:6]
     if normals_frame == "camera":
-        if yaw_deg is None or pitch_deg is None or flip is None:
-            raise ValueError("normals_frame: camera needs yaw_deg, pitch_deg and flip (the batch meta)")
-        normal = normals_world_to_crop(normal, yaw_deg=yaw_deg, pitch_deg=pitch_deg, flip=flip,
+        if yaw_deg is None or pitch_deg is None:
+            raise ValueError("normals_frame: camera needs yaw_deg and pitch_deg (the batch meta)")
+        normal = normals_world_to_crop(normal, yaw_deg=yaw_deg, pitch_deg=pitch_deg,
                                        R_world_to_pano_opensfm=R_world_to_pano_opensfm) * (1 - sky)
     depth = encode_depth(sim[:, 6:7], sky, encoding=depth_encoding, depth_range_m=depth_range_m,
                          depth_min_m=depth_min_m)
@@ -120,16 +123,21 @@ def condition_from_batch(batch: Mapping[str, Any], cfg: ConditioningConfig, devi
     """Unpack a collated Dataset batch and call ``encode_condition`` with ``cfg``'s fields."""
     meta = batch.get("meta") or {}
 
-    def meta_tensor(key):
-        v = meta.get(key)
-        return None if v is None else torch.as_tensor(v).to(device)
+    def meta_tensor(*keys):
+        for key in keys:
+            v = meta.get(key)
+            if v is not None:
+                if isinstance(v, (list, tuple)) and v and isinstance(v[0], torch.Tensor):
+                    v = torch.stack(list(v), -1)  # default_collate of a per-item list of floats
+                return torch.as_tensor(v).to(device)
+        return None
 
     return encode_condition(
         batch["sim"].to(device, non_blocking=True),
         sky=batch["sky"].to(device, non_blocking=True) if "sky" in batch else None,
         label=batch["label"].to(device, non_blocking=True) if cfg.label_onehot else None,
-        yaw_deg=meta_tensor("yaw_deg"), pitch_deg=meta_tensor("pitch_deg"), flip=meta_tensor("flip"),
-        R_world_to_pano_opensfm=meta_tensor("R_world_to_pano_opensfm"),
+        yaw_deg=meta_tensor("yaw_deg"), pitch_deg=meta_tensor("pitch_deg"),
+        R_world_to_pano_opensfm=meta_tensor("R_world_to_pano_opensfm", "R_world_to_cam_opensfm"),
         depth_encoding=cfg.depth_encoding, depth_range_m=cfg.depth_range_m, depth_min_m=cfg.depth_min_m,
         sky_channel=cfg.sky_channel, normals_frame=cfg.normals_frame, label_onehot=cfg.label_onehot,
         num_classes=cfg.num_classes)

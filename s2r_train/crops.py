@@ -258,13 +258,12 @@ class RegionPlan:
     x_origin: int
     full_width: bool  # the map wraps around (pole in view): x is used modulo W
     bbox: tuple[int, int, int, int]
+    n_rows_px: int  # region size = len(chunk_rows)·cy × len(chunk_cols)·cx
+    n_cols_px: int
 
     @property
     def region_hw(self) -> tuple[int, int]:
         return self.n_rows_px, self.n_cols_px
-
-    n_rows_px: int = 0
-    n_cols_px: int = 0
 
     def local(self, px: np.ndarray, py: np.ndarray, image_w: int) -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates → region coordinates (float32; rows clamped into the tap bbox)."""

@@ -49,7 +49,6 @@ __all__ = ["CropConfig", "CropView", "PanoCropDataset", "NonFiniteCropError", "m
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "vis")
-_U8_TO_UNIT = (np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0))
 
 
 @dataclass(frozen=True)
@@ -219,9 +218,9 @@ class PanoCropDataset(torch.utils.data.Dataset):
         out_a = crops.remap_bilinear(src_a, x, y)  # (oh, ow, 4)
         out_b = crops.remap_bilinear(src_b, x, y)  # (oh, ow, 4)
         out_real = crops.remap_bilinear(cv2.merge([real_r[0], real_r[1], real_r[2]]), x, y)  # (oh, ow, 3) u8
-        idx = crops.nearest_index(x, y, label_r.shape[1:])
-        label = label_r[0].reshape(-1)[idx].reshape(x.shape)  # (oh, ow) u8
-        valid = mask_r[1].reshape(-1)[idx].reshape((1,) + x.shape)  # (1, oh, ow) u8
+        # nearest neighbour for the label and the photo-valid mask (OpenCV rounds to the closest tap)
+        lv = cv2.remap(cv2.merge([label_r[0], mask_r[1]]), x, y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        label, valid = lv[:, :, 0], lv[:, :, 1]
         if not (np.isfinite(out_a).all() and np.isfinite(out_b).all()):
             return None
 
@@ -245,14 +244,14 @@ class PanoCropDataset(torch.utils.data.Dataset):
         d0, d1 = self.depth_range_m
         torch.div(pb[3], pa[3].clamp_min(1e-3), out=sim[6])
         sim[6].sub_(d0).mul_(1.0 / (d1 - d0)).clamp_(0.0, 1.0).mul_(keep)
-        real = torch.from_numpy(_U8_TO_UNIT[out_real.transpose(2, 0, 1)])  # (3, oh, ow) in [−1, 1]
+        real = torch.from_numpy(out_real).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 127.5).sub_(1.0).contiguous()
         sky = 1.0 - keep
         return {
             "sim": sim,
             "real": real,
             "label": torch.from_numpy(label.astype(np.int64)),
             "sky": sky[None],
-            "valid": torch.from_numpy(valid).to(torch.float32),
+            "valid": torch.from_numpy(valid).to(torch.float32)[None],
             "meta": {
                 "image_id": self.image_ids[index],
                 "index": int(index),

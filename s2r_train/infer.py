@@ -157,7 +157,7 @@ def _condition(passes: dict[str, torch.Tensor], cfg: ConditioningConfig, *, yaw_
                pitch_deg: float = 0.0, device: torch.device | str = "cpu") -> torch.Tensor:
     return encode_condition(
         passes["sim"][None].to(device), sky=passes["sky"][None].to(device), label=passes["label"][None].to(device),
-        yaw_deg=torch.tensor([yaw_deg]), pitch_deg=torch.tensor([pitch_deg]), flip=torch.tensor([False]),
+        yaw_deg=torch.tensor([yaw_deg]), pitch_deg=torch.tensor([pitch_deg]),
         depth_encoding=cfg.depth_encoding, depth_range_m=cfg.depth_range_m, depth_min_m=cfg.depth_min_m,
         sky_channel=cfg.sky_channel, normals_frame=cfg.normals_frame, label_onehot=cfg.label_onehot,
         num_classes=cfg.num_classes)

@@ -79,10 +79,17 @@ def feature_matching_loss(fake_out: DOutput, real_out: DOutput) -> torch.Tensor:
         return torch.as_tensor(total, dtype=torch.float32) / max(len(fake_out), 1)
 
 
-def weighted_l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean |pred − target|; ``weight`` (B,) scales each pair (e.g. an alignment score in [0, 1])."""
+def weighted_l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                     *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |pred − target|; ``weight`` (B,) scales each pair (e.g. an alignment score in [0, 1]);
+    ``mask`` (B,1,h,w) in [0, 1] restricts the mean to valid photo pixels."""
     with fp32():
-        per_sample = (pred.float() - target.float()).abs().flatten(1).mean(1)
+        err = (pred.float() - target.float()).abs()
+        if mask is None:
+            per_sample = err.flatten(1).mean(1)
+        else:
+            m = mask.float().expand_as(err)
+            per_sample = (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
         if weight is None:
             return per_sample.mean()
         w = weight.float().to(per_sample.device)

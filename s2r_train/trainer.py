@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -123,40 +122,36 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
-def _crop_argument(data_cfg: DataConfig) -> Any:
-    """Build whatever ``s2r_train.crops`` calls its crop settings from ``data`` fields with the
-    same names; fall back to the crop size."""
-    try:
-        from . import crops  # noqa: PLC0415 (owned by the data engineer; optional at import time)
-    except ImportError:
-        return data_cfg.crop_size
-    for name in ("CropConfig", "CropSpec", "CropSettings", "CropParams"):
-        cls = getattr(crops, name, None)
-        if cls is None:
-            continue
-        params = inspect.signature(cls).parameters
-        values = {"crop_size": data_cfg.crop_size, "size": data_cfg.crop_size, "size_px": data_cfg.crop_size,
-                  "out_size": data_cfg.crop_size, "fov_deg": data_cfg.fov_deg, "fov_range_deg": data_cfg.fov_deg,
-                  "pitch_deg": data_cfg.pitch_deg, "pitch_range_deg": data_cfg.pitch_deg,
-                  "hflip": data_cfg.hflip, "flip": data_cfg.hflip}
-        return cls(**{k: v for k, v in values.items() if k in params})
-    return data_cfg.crop_size
-
-
-def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, deterministic: bool) -> Dataset:
+def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, deterministic: bool,
+                  depth_range_m: tuple[float, float] = (0.0, 200.0)) -> Dataset:
     """``synthetic://N`` → ``SyntheticPairDataset``; anything else → ``s2r_train.data.PanoCropDataset``
-    (imported lazily; same item contract)."""
+    (imported lazily; same item contract), with crops from ``data_cfg`` and the depth range the
+    conditioning expects."""
     if url.startswith("synthetic://"):
         from .synthetic import SyntheticPairDataset, parse_synthetic_url
 
         n, size = parse_synthetic_url(url)
         return SyntheticPairDataset(n, crop_size=size or data_cfg.crop_size, seed=seed, split=split)
     try:
+        from .crops import CropConfig  # noqa: PLC0415
         from .data import PanoCropDataset  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(f"dataset {url!r} needs s2r_train.data.PanoCropDataset, which failed to import ({exc}); "
                           "use --dataset synthetic://64 for a synthetic run") from exc
-    return PanoCropDataset(url, split=split, crop=_crop_argument(data_cfg), seed=seed, deterministic=deterministic)
+    crop = CropConfig(out_size=data_cfg.crop_size, pitch_deg=data_cfg.pitch_deg, fov_deg=data_cfg.fov_deg,
+                      flip_p=0.5 if data_cfg.hflip else 0.0)
+    return PanoCropDataset(url, split=split, crop=crop, seed=seed, deterministic=deterministic,
+                           depth_range_m=depth_range_m)
+
+
+def _optional_dataset(url: str, split: str, data_cfg: DataConfig, seed: int,
+                      depth_range_m: tuple[float, float]) -> Dataset | None:
+    """A deterministic split that may be absent from the store (val, vis): None if it is."""
+    try:
+        return build_dataset(url, split=split, data_cfg=data_cfg, seed=seed, deterministic=True,
+                             depth_range_m=depth_range_m)
+    except (KeyError, ValueError, FileNotFoundError):
+        return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -220,13 +215,15 @@ class Trainer:
     ``run_dir`` gets ``config.yaml`` (resolved), ``checkpoints/``, ``tb/`` (TensorBoard),
     ``samples/`` (per-epoch PNG grids) and ``metrics.jsonl``. ``resume=True`` continues from
     the newest checkpoint there (or ``resume_from``); ``max_steps`` caps the absolute step.
-    Pass ``train_dataset``/``val_dataset`` to bypass ``dataset_url``.
+    Pass ``train_dataset``/``val_dataset``/``vis_dataset`` to bypass ``dataset_url``; fixed
+    visualisation samples come from the store's ``vis`` split when it has one, else val, else train.
     """
 
     def __init__(self, config: Config, *, run_dir: str | Path, dataset_url: str | None = None,
                  dist_info: DistInfo | None = None, max_steps: int | None = None, resume: bool = True,
                  resume_from: str | Path | None = None, train_dataset: Dataset | None = None,
-                 val_dataset: Dataset | None = None, progress: bool = True, log_tensorboard: bool = True):
+                 val_dataset: Dataset | None = None, vis_dataset: Dataset | None = None, progress: bool = True,
+                 log_tensorboard: bool = True):
         self.config = config
         self.net_cfg, self.tcfg, self.dcfg = config.network, config.train, config.data
         self.run_dir = Path(run_dir)
@@ -286,15 +283,16 @@ class Trainer:
         if train_dataset is None:
             if url is None:
                 raise ValueError("no dataset: pass --dataset URL (or synthetic://N) or set data.url")
+            depth_range_m = self.net_cfg.conditioning.depth_range_m
             train_dataset = build_dataset(url, split=self.dcfg.train_split, data_cfg=self.dcfg, seed=t.seed,
-                                          deterministic=t.deterministic)
+                                          deterministic=t.deterministic, depth_range_m=depth_range_m)
             if val_dataset is None and t.val_batches + t.num_vis_samples > 0:
-                try:
-                    val_dataset = build_dataset(url, split=self.dcfg.val_split, data_cfg=self.dcfg, seed=t.seed,
-                                                deterministic=True)
-                except (KeyError, ValueError, FileNotFoundError):
-                    val_dataset = None
+                val_dataset = _optional_dataset(url, self.dcfg.val_split, self.dcfg, t.seed, depth_range_m)
+            if vis_dataset is None and t.num_vis_samples > 0 and not url.startswith("synthetic://"):
+                vis_dataset = _optional_dataset(url, "vis", self.dcfg, t.seed, depth_range_m)
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.vis_dataset = vis_dataset or (val_dataset if val_dataset is not None and len(val_dataset) else
+                                           train_dataset)
         global_batch = t.batch_size * self.dist.world_size
         if len(train_dataset) < global_batch:
             raise ValueError(f"the train split has {len(train_dataset)} items, fewer than one global batch "
@@ -405,9 +403,23 @@ class Trainer:
             print(f"warning: checkpoint was written with {state.get('world_size')} processes, resuming with "
                   f"{self.dist.world_size}; the data order after this point differs from an uninterrupted run")
 
+    def check_ddp_consistency(self) -> None:
+        """Raise if the ranks' G/D weights differ (edm2 ``check_ddp_consistency``); no-op single-process."""
+        if not self.dist.enabled:
+            return
+        sums = torch.stack([p.detach().double().sum() for p in list(self.G_raw.parameters()) +
+                            list(self.D_raw.parameters())]).to(self.device)
+        lo, hi = sums.clone(), sums.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if not torch.equal(lo, hi):
+            raise RuntimeError(f"DDP ranks disagree on the weights at step {self.step} "
+                               f"({int((lo != hi).sum())} tensors differ)")
+
     def save_checkpoint(self) -> Path | None:
         if self._last_ckpt_nimg == self.nimg:
             return None
+        self.check_ddp_consistency()
         path = None
         if self.dist.is_main:
             path = self.checkpoints.save(self.nimg, self.state_dict())
@@ -458,7 +470,8 @@ class Trainer:
         cond, real, weight = self._to_device(batch)
         saved_stats = [b.clone() for b in self._running_stats]  # BN statistics of a bad step are not kept
         if t.mode == "paired":
-            stats = self._paired_step(cond, real, weight)
+            valid = batch["valid"].to(self.device).float() if "valid" in batch else None
+            stats = self._paired_step(cond, real, weight, valid)
         else:
             stats = self._cycle_step(cond, real)
         if stats["skipped"]:
@@ -492,7 +505,8 @@ class Trainer:
         beta = self.tcfg.ema_beta if self.nimg >= self.tcfg.ema_start_nimg else 0.0
         ema_update(self.G_ema, self.G_raw, beta)
 
-    def _paired_step(self, cond: torch.Tensor, real: torch.Tensor, weight: torch.Tensor | None) -> dict[str, float]:
+    def _paired_step(self, cond: torch.Tensor, real: torch.Tensor, weight: torch.Tensor | None,
+                     valid: torch.Tensor | None = None) -> dict[str, float]:
         t = self.tcfg
         n = cond.shape[0]
         with self._autocast():
@@ -521,7 +535,7 @@ class Trainer:
         if t.lambda_feat > 0:
             terms["g_feat"] = t.lambda_feat * feature_matching_loss(d_fake, d_real)
         if t.lambda_l1 > 0:
-            terms["g_l1"] = t.lambda_l1 * weighted_l1_loss(fake, real, weight)
+            terms["g_l1"] = t.lambda_l1 * weighted_l1_loss(fake, real, weight, mask=valid)
         if self.perceptual is not None:
             terms["g_vgg"] = t.lambda_vgg * self.perceptual(fake, real)
         if mu is not None:
@@ -641,7 +655,7 @@ class Trainer:
 
     def _vis_source(self) -> dict[str, Any] | None:
         if self._vis_batch is None and self.tcfg.num_vis_samples > 0:
-            ds = self.val_dataset if self.val_dataset is not None and len(self.val_dataset) else self.train_dataset
+            ds = self.vis_dataset
             k = min(self.tcfg.num_vis_samples, len(ds))
             from torch.utils.data import default_collate
 

@@ -20,9 +20,9 @@ Write protocol (crash- and concurrency-safe; several writer processes on one loc
 2. Take the per-image busy lock (``fcntl.flock`` on one of 256 bucket files) so one image is
    never written by two processes at once; return/raise if it is already committed.
 3. Under the store lock (``flock`` on ``_s2r/lock``): look the image up in ``_s2r/slots.log``
-   (reuse the slot of a crashed earlier attempt) or append ``"<id> <slot>"`` with slot = max + 1
-   (fsync'd; a torn last line is ignored); grow every array geometrically if the slot is past its
-   capacity. Only lock holders resize, and they re-read ``zarr.json`` first, so the
+   (reuse the slot of a crashed earlier attempt) or append ``"<id> <slot> ;"`` with slot = max + 1
+   (fsync'd; a torn line — no ``;`` terminator — is ignored); grow every array geometrically
+   (×2) if the slot is past its capacity. Only lock holders resize, and they re-read ``zarr.json`` first, so the
    last-writer-wins metadata rewrite never loses a growth. Samples are never shrunk away.
 4. Outside the lock: write each array's row ``slot`` as one whole shard (a file per sample per
    array; zarr's LocalStore writes temp file + rename). Different samples never share a shard, so

@@ -6,7 +6,8 @@ Directory layout under the URL::
     index.parquet         compacted index (s2r_data.store.index)
     index.d/<id>.parquet  per-sample index fragments = commit markers
     _s2r/lock             fcntl lock file (local stores only)
-    _s2r/slots.log        append-only "image_id zarr_index" slot allocation log
+    _s2r/slots.log        append-only "image_id zarr_index ;" slot allocation log
+    _s2r/busy/*.lock      per-image write locks (256 hash buckets)
 """
 
 from __future__ import annotations

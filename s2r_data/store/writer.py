@@ -63,29 +63,54 @@ def store_lock(loc: StoreLocation):
     return _flock(Path(loc.path("_s2r/lock")))
 
 
-def _read_slot_log(loc: StoreLocation) -> dict[str, int]:
-    """image_id → zarr_index from the append-only log; a torn last line (crash) is ignored."""
-    data = loc.read_bytes("_s2r/slots.log") or b""
-    slots: dict[str, int] = {}
-    for line in data.decode("utf-8", "replace").split("\n"):
+def _parse_slot_lines(text: str, slots: dict[str, int]) -> None:
+    """Lines ``"<image_id> <slot> ;"``; anything else (a torn line left by a crash) is ignored."""
+    for line in text.split("\n"):
         parts = line.split(" ")
-        if len(parts) == 2 and parts[1].isdigit():
+        if len(parts) == 3 and parts[2] == ";" and parts[1].isdigit():
             slots.setdefault(parts[0], int(parts[1]))
+
+
+def _read_slot_log(loc: StoreLocation) -> dict[str, int]:
+    """image_id → zarr_index from the append-only allocation log."""
+    slots: dict[str, int] = {}
+    _parse_slot_lines((loc.read_bytes("_s2r/slots.log") or b"").decode("utf-8", "replace"), slots)
     return slots
 
 
-def _append_slot(loc: StoreLocation, image_id: str, slot: int) -> None:
-    path = loc.path("_s2r/slots.log")
-    with open(path, "ab+") as fh:
-        fh.seek(0, os.SEEK_END)
-        prefix = b""
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                prefix = b"\n"  # end a torn line left by a crash
-        fh.write(prefix + f"{image_id} {slot}\n".encode())
-        fh.flush()
-        os.fsync(fh.fileno())
+class _SlotLog:
+    """Incremental reader/appender of ``_s2r/slots.log`` (call only under the store lock)."""
+
+    def __init__(self, loc: StoreLocation):
+        self.path = Path(loc.path("_s2r/slots.log"))
+        self.slots: dict[str, int] = {}
+        self.next_slot = 0
+        self._offset = 0
+
+    def refresh(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # parse complete lines only
+        _parse_slot_lines(data[:end].decode("utf-8", "replace"), self.slots)
+        self._offset += end
+        self.next_slot = max(self.slots.values(), default=-1) + 1
+
+    def append(self, image_id: str, slot: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab+") as fh:
+            fh.seek(0, os.SEEK_END)
+            prefix = b""
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    prefix = b"\n"  # end a torn line left by a crash (it stays ignored)
+            fh.write(prefix + f"{image_id} {slot} ;\n".encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.refresh()
 
 
 def compact(url: str | os.PathLike) -> int:
@@ -140,6 +165,8 @@ class DatasetWriter:
         self._arrays: dict[str, Any] = {}
         self._committed: set[str] = set()
         self._index_mtime: float | None = None
+        self._capacity = 0
+        self._slot_log = _SlotLog(self.loc)
         self._ensure_store(initial_capacity)
 
     # -- setup -------------------------------------------------------------------------------
@@ -190,19 +217,24 @@ class DatasetWriter:
     def _grow_locked(self, needed: int) -> None:
         import zarr
 
-        for s in self._specs:
-            a = zarr.open_array(self.loc.zarr_store(read_only=False), path=s.name, mode="r+")
+        if self._capacity >= needed:  # capacities only ever grow: a cached value is a lower bound
+            return
+        caps = []
+        for spec in self._specs:
+            a = zarr.open_array(self.loc.zarr_store(read_only=False), path=spec.name, mode="r+")
             if a.shape[0] < needed:
                 a.resize((max(needed, 2 * a.shape[0]),) + a.shape[1:])
+            caps.append(a.shape[0])
+            self._arrays[spec.name] = a
+        self._capacity = min(caps)
 
     def _allocate(self, image_id: str) -> int:
         with store_lock(self.loc):
-            slots = _read_slot_log(self.loc)
-            if image_id in slots:  # a previous attempt crashed before committing: reuse its slot
-                slot = slots[image_id]
-            else:
-                slot = max(slots.values(), default=-1) + 1
-                _append_slot(self.loc, image_id, slot)
+            self._slot_log.refresh()
+            slot = self._slot_log.slots.get(image_id)  # a crashed earlier attempt: reuse its slot
+            if slot is None:
+                slot = self._slot_log.next_slot
+                self._slot_log.append(image_id, slot)
             self._grow_locked(slot + 1)
         return slot
 

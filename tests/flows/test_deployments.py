@@ -214,8 +214,12 @@ def test_deploy_run_crash_resume_and_bad_input(stack, sample_content, tmp_path):
         stack.cli_finish(deploy)
         assert secret.wait(timeout=180) == 0, "saving the Secret block failed"
         r = requests.post(f"{stack.api}/deployments/filter", json={}, timeout=10)
-        listed = {d["name"] for d in r.json()}
-        assert {"build-dataset", "train-gpu", "train-cpu"} <= listed, listed
+        deployments = {d["name"]: d for d in r.json()}
+        assert {"build-dataset", "train-gpu", "train-cpu"} <= set(deployments), sorted(deployments)
+        build = deployments["build-dataset"]
+        assert build["work_pool_name"] == "cpu-pool" and deployments["train-gpu"]["work_pool_name"] == "gpu-pool"
+        (weekly,) = build["schedules"]  # the example schedule exists but is off
+        assert weekly["active"] is False and weekly["parameters"] == {"city": "paris", "incremental": True}
         stack.phase("deployed (prefect deploy --all), Secret block saved, worker-1 started")
         params = {"city": "sample", "width": width, "out_dir": str(out), "graph_url": srv.graph_url,
                   "tiles_url": srv.tiles_url, "batch_size": 2, "preview_count": 1}

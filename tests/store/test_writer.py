@@ -184,3 +184,19 @@ def test_reads_through_fsspec_urls(tmp_path):
         assert remote.fast_reader("sim") is not None
     finally:
         fs.rm("/s2r-test-ds", recursive=True)
+
+
+def test_torn_slot_log_line_is_ignored(tmp_path):
+    """A crash in the middle of appending to the allocation log leaves a torn last line; it must
+    never be read as an allocation (it could name a slot another image owns)."""
+    url = tmp_path / "ds"
+    with DatasetWriter(url, height=H, width=W, city="c") as w:
+        _write(w, "a", 0)
+        _write(w, "b", 1)
+    with open(url / "_s2r" / "slots.log", "ab") as fh:
+        fh.write(b"c 0")  # torn: "c 2 ;\n" cut short
+    with DatasetWriter(url, height=H, width=W, city="c") as w:
+        assert _write(w, "c", 2) == 2
+        assert _write(w, "d", 3) == 3
+    assert (url / "_s2r" / "slots.log").read_text().splitlines()[2:] == ["c 0", "c 2 ;", "d 3 ;"]
+    assert verify(url).ok

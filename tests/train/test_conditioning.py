@@ -6,8 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2r_train.conditioning import (R_pano_to_crop_opensfm, condition_from_batch, encode_condition, encode_depth,
-                                    normals_world_to_crop, sim_from_render_passes, unit_from_depth_m)
+from s2r_train.conditioning import (R_WORLD_TO_PANO_NORTH_OPENSFM, R_pano_to_crop_opensfm, condition_from_batch,
+                                    encode_condition, encode_depth, normals_world_to_crop, sim_from_render_passes,
+                                    unit_from_depth_m)
+from s2r_train.crops import crop_right_axis_local, crop_rotation, reflect_normals
 from s2r_train.config import ConditioningConfig
 from s2r_train.synthetic import SyntheticPairDataset
 
@@ -47,7 +49,7 @@ def test_crop_rotation_is_a_rotation(yaw, pitch):
 def test_normals_into_crop_frame_known_cases():
     up_world = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1)
     east_world = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
-    kw = dict(yaw_deg=torch.tensor([0.0]), pitch_deg=torch.tensor([0.0]), flip=torch.tensor([False]))
+    kw = dict(yaw_deg=torch.tensor([0.0]), pitch_deg=torch.tensor([0.0]))
     # upright pano facing north: world up = −y (y points down), east = +x (right)
     assert torch.allclose(normals_world_to_crop(up_world, **kw).flatten(), torch.tensor([0.0, -1.0, 0.0]), atol=1e-6)
     assert torch.allclose(normals_world_to_crop(east_world, **kw).flatten(), torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
@@ -57,9 +59,22 @@ def test_normals_into_crop_frame_known_cases():
     # look up 90°: world up points at the viewer's forward axis
     kwup = dict(kw, pitch_deg=torch.tensor([90.0]))
     assert torch.allclose(normals_world_to_crop(up_world, **kwup).flatten(), torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
-    # a mirrored crop flips x
-    kwf = dict(kw, flip=torch.tensor([True]))
-    assert torch.allclose(normals_world_to_crop(east_world, **kwf).flatten(), torch.tensor([-1.0, 0.0, 0.0]), atol=1e-6)
+    # a flipped item's normals arrive reflected across the plane ⟂ the crop's right axis (crops.reflect_normals):
+    # the rotation alone then gives the mirrored camera's view, x negated
+    reflected = torch.from_numpy(reflect_normals(east_world[0].numpy(), crop_right_axis_local(
+        R_WORLD_TO_PANO_NORTH_OPENSFM, 0.0, 0.0)))[None]
+    assert torch.allclose(normals_world_to_crop(reflected, **kw).flatten(), torch.tensor([-1.0, 0.0, 0.0]), atol=1e-6)
+    # a given panorama rotation is used: a pano facing east sees east straight ahead
+    R_east = torch.tensor([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])[None]
+    assert torch.allclose(normals_world_to_crop(east_world, **kw, R_world_to_pano_opensfm=R_east).flatten(),
+                          torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(yaw=st.floats(-180, 180), pitch=st.floats(-60, 60))
+def test_crop_rotation_matches_the_crops_module(yaw, pitch):
+    R_ours = R_pano_to_crop_opensfm(torch.tensor([yaw]), torch.tensor([pitch]))[0].double().numpy()
+    assert np.allclose(R_ours.T, crop_rotation(yaw, pitch), atol=1e-6)
 
 
 def test_condition_channels_follow_the_config():
