@@ -54,6 +54,7 @@ __all__ = [
     "sample_nearest_torch",
     "reflect_normals",
     "crop_right_axis_local",
+    "crop_batch_torch",
 ]
 
 
@@ -419,3 +420,51 @@ def reflect_normals(normal_chw: np.ndarray, axis_local: Sequence[float]) -> np.n
     n = normal_chw.astype(np.float32, copy=False)
     d = (n * a).sum(axis=0, keepdims=True)
     return n - 2.0 * d * a
+
+
+def crop_batch_torch(
+    sim,
+    real,
+    label,
+    R_world_to_cam_opensfm,
+    yaw_deg,
+    pitch_deg,
+    fov_deg,
+    flip,
+    out_size: int,
+    depth_range_m: tuple[float, float] = (0.0, 200.0),
+) -> dict:
+    """Batched (e.g. GPU) equivalent of ``PanoCropDataset.crop_view`` on whole panoramas that
+    are already tensors on a device: ``sim`` (B, 7, H, W) float/half, ``real`` (B, 3, H, W) uint8,
+    ``label`` (B, 1, H, W) uint8/int, ``R_world_to_cam_opensfm`` (B, 3, 3); angles (B,) degrees;
+    ``flip`` (B,) bool. Returns ``sim`` (B, 7, n, n) [DiffCol, unit normals (reflected for flipped
+    items), depth mapped by ``depth_range_m``; sky 0], ``real`` (B, 3, n, n) in [−1, 1],
+    ``label`` (B, n, n) int64, ``sky`` (B, 1, n, n). Same conventions and non-sky-weighted
+    normals/depth as the CPU loader; no pyramid (pass a downsampled panorama for wide crops)."""
+    import torch
+
+    B, _, H, W = sim.shape
+    dev = sim.device
+    px, py = perspective_map_torch(yaw_deg, pitch_deg, fov_deg, (out_size, out_size), (H, W), device=dev)
+    fl = torch.as_tensor(flip, dtype=torch.bool, device=dev).reshape(B, 1, 1)
+    px, py = torch.where(fl, px.flip(-1), px), torch.where(fl, py.flip(-1), py)
+    nonsky = (label != 0).to(torch.float32)
+    stack = torch.cat([sim.to(torch.float32), nonsky, real.to(torch.float32)], dim=1)  # (B, 11, H, W)
+    s = sample_bilinear_torch(stack, px, py)
+    lab = sample_nearest_torch(label, px, py)[:, 0].long()
+    keep = (lab != 0).to(torch.float32)[:, None]
+    out = torch.empty((B, 7, out_size, out_size), dtype=torch.float32, device=dev)
+    out[:, 0:3] = s[:, 0:3].clamp(0.0, 1.0)
+    n = s[:, 3:6]
+    n = n * torch.rsqrt((n * n).sum(1, keepdim=True).clamp_min(1e-12)) * keep
+    # crop right axis in the panorama frame is R_y(yaw)·x̂ = (cos yaw, 0, −sin yaw) for any pitch
+    yaw = torch.deg2rad(torch.as_tensor(yaw_deg, dtype=torch.float32, device=dev).reshape(B))
+    right_pano = torch.stack([torch.cos(yaw), torch.zeros_like(yaw), -torch.sin(yaw)], dim=-1)
+    R = torch.as_tensor(R_world_to_cam_opensfm, dtype=torch.float32, device=dev).reshape(B, 3, 3)
+    axis = (R.transpose(1, 2) @ right_pano[:, :, None])[:, :, 0][:, :, None, None]  # (B, 3, 1, 1)
+    reflected = n - 2.0 * (n * axis).sum(1, keepdim=True) * axis
+    out[:, 3:6] = torch.where(fl[:, None], reflected, n)
+    d0, d1 = depth_range_m
+    depth = s[:, 6:7] / s[:, 7:8].clamp_min(1e-3)
+    out[:, 6:7] = ((depth - d0) / (d1 - d0)).clamp(0.0, 1.0) * keep
+    return {"sim": out, "real": s[:, 8:11] / 127.5 - 1.0, "label": lab, "sky": 1.0 - keep}
