@@ -9,22 +9,24 @@ A crop is a pinhole camera at the panorama's centre with
 * ``yaw_deg``  — rotation of its forward axis about the panorama's vertical (−y) axis, positive to
   the right (towards +x, i.e. increasing px); 0 = panorama column (W−1)/2,
 * ``pitch_deg`` — elevation of its forward axis above the panorama's horizon (+up), roll 0,
-* ``fov_deg`` — horizontal field of view; square pixels; output ``out_h`` × ``out_w``.
+* ``fov_deg`` — horizontal field of view; square pixels; output h × w (``CropConfig.out_size``²).
 
 Crop pixel (i, j) ↦ ray ((j − (w−1)/2)/f, (i − (h−1)/2)/f, 1) in the crop's ``cam_opensfm`` with
 f = (w/2)/tan(fov/2); rotated into the panorama frame by ``R_crop_to_pano = R_y(yaw)·R_x(pitch)``;
 then lon = atan2(x, z), lat = atan2(−y, hypot(x, z)) (atan2 only: no asin/acos whose fp32
 arguments can land just past ±1 near the poles — the thesis warp's NaN); (px, py) by the equirect
-formulas. A yaw is a pure horizontal shift of px (mod W), which the region planner exploits.
+formulas. :func:`plan_region` finds the inner chunks a map touches from its border alone.
 
 Pyramid: the store keeps 2^k-downsampled levels (level-k coordinates = level-0 maps computed at
 the level's size). :func:`pyramid_level` picks the level whose pixel angular size best matches the
 crop's mean pixel (OpenGL ``LINEAR_MIPMAP_NEAREST``: round(log2 footprint)), so minified crops
 are sampled from a pre-filtered image instead of aliasing.
 
-Samplers: one map for every channel. CPU: :func:`remap_bilinear` (OpenCV ``remap``, ≤ 4 channels
-per call, HWC) and :func:`sample_nearest` for labels/masks; :func:`sample_bilinear_numpy` is the
-pure-numpy reference; :func:`sample_bilinear_torch` is the batched ``grid_sample`` path for GPUs.
+Samplers: one map for every channel. CPU workers: :func:`remap_bilinear` (OpenCV ``remap``,
+≤ 4 channels per call, HWC) and nearest neighbour for labels/masks; :func:`sample_bilinear_numpy`
+/ :func:`sample_nearest` are the pure-numpy references. GPU / batches: :func:`crop_batch_torch`
+(whole panoramas on the device; :func:`perspective_map_torch`, :func:`sample_bilinear_torch`,
+:func:`sample_nearest_torch`).
 """
 
 from __future__ import annotations

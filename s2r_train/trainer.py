@@ -327,7 +327,11 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(config))
         ckpt = Path(resume_from) if resume_from else (self.checkpoints.latest() if resume else None)
         if ckpt is not None:
-            self.load_state_dict(load_checkpoint(ckpt, map_location="cpu"))
+            state = load_checkpoint(ckpt, map_location="cpu")
+            if state.get("config_yaml") != config_to_yaml(config):
+                self._print(f"warning: {ckpt.name} was written with a different config; resuming with the new one "
+                            "(see config.yaml in the run dir for what is in use now)")
+            self.load_state_dict(state)
             self._last_ckpt_nimg = self.nimg
             self._print(f"resumed from {ckpt} at step {self.step}, {self.nimg} images, epoch {self.epoch}")
 

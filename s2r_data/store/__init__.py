@@ -22,8 +22,9 @@ Write protocol (crash- and concurrency-safe; several writer processes on one loc
 3. Under the store lock (``flock`` on ``_s2r/lock``): look the image up in ``_s2r/slots.log``
    (reuse the slot of a crashed earlier attempt) or append ``"<id> <slot> ;"`` with slot = max + 1
    (fsync'd; a torn line — no ``;`` terminator — is ignored); grow every array geometrically
-   (×2) if the slot is past its capacity. Only lock holders resize, and they re-read ``zarr.json`` first, so the
-   last-writer-wins metadata rewrite never loses a growth. Samples are never shrunk away.
+   (×2) if the slot is past its capacity. Only lock holders resize, and they re-read
+   ``zarr.json`` first, so the last-writer-wins metadata rewrite never loses a growth. Arrays are
+   never shrunk.
 4. Outside the lock: write each array's row ``slot`` as one whole shard (a file per sample per
    array; zarr's LocalStore writes temp file + rename). Different samples never share a shard, so
    concurrent writers never rewrite each other's bytes.
@@ -34,7 +35,7 @@ rerun writes the same id into the same slot); after 5 the sample is complete. Re
 committed rows (:func:`open_dataset`); :func:`compact` merges fragments into ``index.parquet``
 under the store lock (write, then delete merged fragments; readers read fragments first so they
 never miss a row during a compaction). :func:`verify` re-checks everything;
-``python -m s2r_data.store verify|info|compact URL`` from the shell.
+``python -m s2r_data.store verify [--workers N]|info|compact URL`` from the shell.
 Reading works for any fsspec URL; writing needs a local path (fcntl locks) — build locally and
 copy the directory to object storage.
 """

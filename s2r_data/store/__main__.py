@@ -17,13 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("url")
     v.add_argument("--no-pyramid", action="store_true", help="skip comparing pyramid levels with level 0")
     v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--workers", type=int, default=1, help="check samples in this many processes")
     i = sub.add_parser("info", help="print attributes and index summary as JSON")
     i.add_argument("url")
     c = sub.add_parser("compact", help="merge index fragments into index.parquet")
     c.add_argument("url")
     args = ap.parse_args(argv)
     if args.cmd == "verify":
-        rep = verify(args.url, check_pyramid=not args.no_pyramid, progress=not args.no_progress)
+        rep = verify(args.url, check_pyramid=not args.no_pyramid, progress=not args.no_progress, workers=args.workers)
         print(rep.summary())
         return 0 if rep.ok else 1
     if args.cmd == "compact":

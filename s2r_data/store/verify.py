@@ -49,9 +49,57 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(url: str | os.PathLike, *, check_pyramid: bool = True, progress: bool = False) -> VerifyReport:
+_GROUPS: dict[str, object] = {}  # per-process cache of opened zarr groups (verify workers)
+
+
+def _check_sample(url: str, image_id: str, z: int, levels: int, check_pyramid: bool) -> list[Problem]:
+    """All content checks of one sample (runs in a worker process when ``workers`` > 1)."""
+    import zarr
+
+    loc = location(url)
+    group = _GROUPS.get(url)
+    if group is None:
+        group = _GROUPS[url] = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
+    names = ("sim", "label", "real", "mask")
+    out: list[Problem] = []
+    prev = None
+    for level in range(levels + 1):
+        data = {}
+        try:
+            for name in names:
+                arr = group[level_name(name, level)]
+                if z >= arr.shape[0]:
+                    raise IndexError(f"{arr.path}: zarr_index {z} ≥ capacity {arr.shape[0]}")
+                data[name] = arr[z]
+        except Exception as e:  # decode errors, truncated shards, …
+            out.append(Problem(image_id, f"level {level}: cannot read: {type(e).__name__}: {e}"))
+            break
+        if level == 0 and not loc.exists(f"{ZARR_DIR}/real/c/{z}/0/0/0"):
+            out.append(Problem(image_id, "real: shard missing (photo never written)"))
+        for msg in sample_problems(data["sim"], data["label"], data["real"], data["mask"]):
+            out.append(Problem(image_id, f"level {level}: {msg}"))
+        if check_pyramid and prev is not None:
+            exp = downsample_sample(prev["sim"], prev["label"], prev["real"], prev["mask"])
+            for name, e in zip(names, exp):
+                got = data[name]
+                if name == "sim":
+                    same = np.allclose(got.astype(np.float32), e.astype(np.float32), atol=2e-3, rtol=2e-3)
+                elif name == "real":
+                    same = int(np.abs(got.astype(np.int16) - e.astype(np.int16)).max(initial=0)) <= 1
+                else:
+                    same = np.array_equal(got, e)
+                if not same:
+                    out.append(Problem(image_id, f"{level_name(name, level)} ≠ downsampled level {level - 1}"))
+        prev = data
+    return out
+
+
+def verify(
+    url: str | os.PathLike, *, check_pyramid: bool = True, progress: bool = False, workers: int = 1
+) -> VerifyReport:
     """Check every committed sample (shapes, finite values, value ranges, sky ⇔ label 0 ⇔ depth 0,
-    pyramid levels = downsampled level 0), index ↔ store agreement and duplicates."""
+    pyramid levels = downsampled level 0), index ↔ store agreement and duplicates.
+    ``workers`` > 1 checks samples in that many processes."""
     loc = location(url)
     report = VerifyReport(url=loc.url)
     if not loc.exists(f"{ZARR_DIR}/zarr.json"):
@@ -89,45 +137,33 @@ def verify(url: str | os.PathLike, *, check_pyramid: bool = True, progress: bool
                 report.problems.append(Problem("", f"{arr.path}: spatial shape {arr.shape[2:]} ≠ {want}"))
     report.n_samples = len(reader)
 
-    it = range(len(reader))
+    jobs = [(reader.image_ids[i], reader.zarr_index(i)) for i in range(len(reader))]
+    for image_id, z in jobs:
+        if image_id in slots and slots[image_id] != z:
+            report.problems.append(Problem(image_id, f"index says zarr_index {z}, slot log says {slots[image_id]}"))
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="verify", unit="sample")
-    for i in it:
-        image_id = reader.image_ids[i] if i < len(reader.image_ids) else str(i)
-        z = reader.zarr_index(i)
-        if image_id in slots and slots[image_id] != z:
-            report.problems.append(Problem(image_id, f"index says zarr_index {z}, slot log says {slots[image_id]}"))
-        prev = None
-        for level in range(levels + 1):
-            data = {}
-            try:
-                for name in names:
-                    arr = group[level_name(name, level)]
-                    if z >= arr.shape[0]:
-                        raise IndexError(f"{arr.path}: zarr_index {z} ≥ capacity {arr.shape[0]}")
-                    data[name] = arr[z]
-            except Exception as e:  # decode errors, truncated shards, …
-                report.problems.append(Problem(image_id, f"level {level}: cannot read: {type(e).__name__}: {e}"))
-                break
-            if level == 0 and not loc.exists(f"{ZARR_DIR}/real/c/{z}/0/0/0"):
-                report.problems.append(Problem(image_id, "real: shard missing (photo never written)"))
-            for msg in sample_problems(data["sim"], data["label"], data["real"], data["mask"]):
-                report.problems.append(Problem(image_id, f"level {level}: {msg}"))
-            if check_pyramid and prev is not None:
-                exp = downsample_sample(prev["sim"], prev["label"], prev["real"], prev["mask"])
-                for name, e in zip(names, exp):
-                    got = data[name]
-                    if name == "sim":
-                        same = np.allclose(got.astype(np.float32), e.astype(np.float32), atol=2e-3, rtol=2e-3, equal_nan=False)
-                    elif name == "real":
-                        same = int(np.abs(got.astype(np.int16) - e.astype(np.int16)).max(initial=0)) <= 1
-                    else:
-                        same = np.array_equal(got, e)
-                    if not same:
-                        report.problems.append(Problem(image_id, f"{level_name(name, level)} ≠ downsampled level {level - 1}"))
-            prev = data
+        bar = tqdm(total=len(jobs), desc="verify", unit="sample")
+    if workers <= 1 or len(jobs) < 2:
+        for image_id, z in jobs:
+            report.problems += _check_sample(loc.url, image_id, z, levels, check_pyramid)
+            if bar is not None:
+                bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_check_sample, loc.url, image_id, z, levels, check_pyramid) for image_id, z in jobs]
+            for f in futures:  # in index order: deterministic reports
+                report.problems += f.result()
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
 
     committed = set(reader.image_ids)
     orphans = sorted(set(slots) - committed)

@@ -146,3 +146,18 @@ def test_metrics_watcher_logs_new_steps_once(tmp_path):
         fh.write('{"step": 10, "epoch": 2, "split": "train", "loss_g": 5.17, "loss_d": 1.86}\n')
     w.poll()
     assert lines == ["step 4/60 (epoch 0, val): l1 0.410", "step 10/60 (epoch 2, train): loss_g 5.170, loss_d 1.860"]
+
+
+def test_libraries_do_not_import_prefect():
+    """Only flows/ may import prefect: the libraries stay plain Python (docs/architecture.md)."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"^\s*(import prefect|from prefect[ .])", re.M)
+    offenders = [
+        str(p.relative_to(repo))
+        for pkg in ("s2r_data", "s2r_train", "blender_scripts")
+        for p in (repo / pkg).rglob("*.py")
+        if pattern.search(p.read_text(encoding="utf-8", errors="replace"))
+    ]
+    assert offenders == []

@@ -98,12 +98,12 @@ def test_kill_between_arrays_and_commit_then_rerun(tmp_path, writer_script):
 def test_kill_at_a_random_moment(tmp_path, writer_script):
     url = tmp_path / "ds"
     ids = [f"b_{k}" for k in range(20)]
-    proc = _run(writer_script, url, ids, wait=False)
+    proc = _run(writer_script, url, ids, delay=0.02, wait=False)
     # wait until a few samples are committed, then kill -9 while it is writing
     deadline = time.time() + 60
     while time.time() < deadline and len(list((url / "index.d").glob("*.parquet")) if (url / "index.d").exists() else []) < 3:
         time.sleep(0.02)
-    time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 0.06)))  # anywhere inside a write
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     n_committed = len(open_dataset(url))

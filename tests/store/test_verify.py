@@ -46,6 +46,7 @@ def test_corruptions_are_found_by_image_id(tmp_path):
     g["label_l1"][0] = lab
     rep = verify(url)
     assert not rep.ok
+    assert [str(p) for p in verify(url, workers=2).problems] == [str(p) for p in rep.problems]
     msgs = {p.image_id: str(p) for p in rep.problems}
     assert rep.bad_ids == set(ids), rep.summary()
     assert "cannot read" in msgs[ids[1]]
