@@ -5,7 +5,7 @@
    store → index → verify → report), Prefect in ephemeral mode (no server; its database lives
    in ``outputs/demo/prefect``);
 3. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config; a short first run
-   measures the machine's speed, a second one resumes and uses the rest of ``--train-minutes``);
+   measures the machine's speed, further resumed runs fill the rest of ``--train-minutes``);
 4. translates one rendered panorama with the trained generator;
 5. prints where everything is.
 
@@ -32,6 +32,7 @@ DEMO_TOKEN = "MLY|s2r-demo|replay-only"  # accepted by the local replay server o
 # checkpoint and validate every 5 epochs rather than after each one)
 DEMO_TRAIN_OVERRIDES = ("train.epochs=100000", "train.checkpoint_every_epochs=5")
 PROBE_STEPS = 12
+MAX_TRAIN_RUNS = 4
 
 _T0 = time.perf_counter()
 
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "demo", help="everything goes here (default outputs/demo)")
     ap.add_argument("--width", type=int, default=None, help="panorama width in px (height = width/2); default: the city's (1024)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many panoramas (default: all of the sample city)")
-    ap.add_argument("--train-minutes", type=float, default=4.0, help="CPU training time of the tiny GAN (default 4)")
+    ap.add_argument("--train-minutes", type=float, default=5.0, help="CPU training time of the tiny GAN (default 5)")
     ap.add_argument("--train-steps", type=int, default=None, help="train this many steps instead of --train-minutes")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
     ap.add_argument("--content", type=Path, default=SAMPLE_REPLAY, help="replay content (default data/sample/replay)")
@@ -142,16 +143,23 @@ def main(argv: list[str] | None = None) -> int:
             say(f"flow train: tiny sim→real GAN on the CPU, up to step {start + args.train_steps}")
             train_result = train_to(start + args.train_steps)
         else:
-            # a short first run measures the speed of this machine; the second uses the budget
+            # a short first run measures this machine; each further (resumed) run is sized from
+            # the last one's speed to fill the budget (startup overhead makes early estimates slow)
             budget_s = args.train_minutes * 60
             say(f"flow train: tiny sim→real GAN on the CPU for ~{args.train_minutes:g} min "
-                f"(first {PROBE_STEPS} steps measure this machine's speed)")
-            train_result = train_to(start + PROBE_STEPS)
-            spent = time.perf_counter() - t_train
-            more = int((budget_s - spent) / (spent / PROBE_STEPS))
-            if more >= 5:
-                say(f"{spent / PROBE_STEPS:.1f} s/step here: flow train again, resuming, up to step {start + PROBE_STEPS + more}")
-                train_result = train_to(start + PROBE_STEPS + more)
+                f"(a {PROBE_STEPS}-step run first measures this machine's speed)")
+            target, steps, t_run = start + PROBE_STEPS, PROBE_STEPS, time.perf_counter()
+            train_result = train_to(target)
+            for _ in range(MAX_TRAIN_RUNS - 1):
+                s_per_step = (time.perf_counter() - t_run) / steps
+                remaining_s = budget_s - (time.perf_counter() - t_train)
+                steps = int(remaining_s / s_per_step)
+                if steps < 5:
+                    break
+                target += steps
+                say(f"{s_per_step:.2f} s/step: flow train again (resumes), up to step {target}")
+                t_run = time.perf_counter()
+                train_result = train_to(target)
         ckpts = [Path(p) for p in train_result["checkpoints"] if "checkpoint-" in Path(p).name]
         if ckpts:
             renders = sorted((out / "sample" / "renders" / f"w{summary['width']}").glob("*.npz"))

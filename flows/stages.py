@@ -152,7 +152,7 @@ def harvest_tile(
     before = _status_counts_of_part(part) if part.is_file() else {}
     token = load_mapillary_token()
     cfg = HarvestConfig(graph_url=graph_url, tiles_url=tiles_url, incremental=incremental, progress=False, **dict(overrides))
-    warnings = _LogCapture("s2r_data.mapillary")
+    warnings = _LogCapture("s2r_data.mapillary", token)
     try:
         with warnings:
             report = harvest_tiles(city, [tile_id], harvest_dir, cfg, token)
@@ -191,16 +191,19 @@ def _plain(obj: Any) -> Any:
 
 
 class _LogCapture(logging.Handler):
-    """Collects WARNING+ messages of a library logger while active (they are already redacted
-    by the harvester's token filter, which sits on the logger itself)."""
+    """Collects WARNING+ messages of a library logger while active, with ``secret`` redacted
+    (the harvester redacts its own log records too; this does not rely on it)."""
 
-    def __init__(self, logger_name: str):
+    def __init__(self, logger_name: str, secret: str):
+        from s2r_data.mapillary.redact import Redactor
+
         super().__init__(level=logging.WARNING)
         self.logger = logging.getLogger(logger_name)
+        self.redact = Redactor(secret)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append(self.redact(record.getMessage()))
 
     def __enter__(self) -> "_LogCapture":
         self.logger.addHandler(self)

@@ -19,7 +19,6 @@ RNG states are also saved as tensors.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from s2r_data.atomic import atomic_path, atomic_write_text
 
 from .checkpoint import CheckpointManager, load_checkpoint
 from .conditioning import condition_from_batch
-from .config import Config, DataConfig, config_from_dict, config_to_dict, config_to_yaml
+from .config import Config, DataConfig, config_from_dict, config_to_yaml
 from .losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
                      weighted_l1_loss)
 from .metrics import discriminator_accuracy, l1, psnr, ssim
@@ -47,7 +46,7 @@ from .models import build_networks, load_vgg19_features
 
 __all__ = [
     "Trainer", "DistInfo", "init_distributed", "build_dataset", "ResumableSampler", "ema_update",
-    "NonFiniteTrainingError", "autocast_context", "step_seed",
+    "NonFiniteTrainingError", "autocast_context", "step_seed", "config_from_checkpoint",
 ]
 
 
@@ -345,8 +344,6 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = self.device.type == "cuda"
-        if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # Adam's second moments otherwise hit denormals: 10x slower steps
         tf32 = t.precision in ("tf32", "bf16", "fp16") and not t.deterministic
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -439,9 +436,11 @@ class Trainer:
         real = batch["real"].to(self.device, non_blocking=True).float()
         weight = None
         if self.tcfg.l1_alignment_weighting:
-            if "alignment" not in batch:
-                raise KeyError("train.l1_alignment_weighting needs an 'alignment' score (B,) in each batch")
-            weight = torch.as_tensor(batch["alignment"]).to(self.device).float()
+            score = batch.get("alignment", (batch.get("meta") or {}).get("alignment"))
+            if score is None:
+                raise KeyError("train.l1_alignment_weighting needs a per-pair 'alignment' score in [0, 1] in each "
+                               "batch (batch['alignment'] or batch['meta']['alignment']); or set it to false")
+            weight = torch.as_tensor(score).to(self.device).float()
         if self.channels_last:
             cond = cond.contiguous(memory_format=torch.channels_last)
             real = real.contiguous(memory_format=torch.channels_last)
@@ -465,6 +464,17 @@ class Trainer:
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One iteration (``d_steps_per_g`` D updates, one G update, EMA). Returns scalar stats;
         ``skipped`` = 1.0 when a guard skipped an update."""
+        if self.device.type != "cpu":
+            return self._train_step(batch)
+        # CPU: Adam's second moments reach subnormals, which made steps ~10x slower (measured);
+        # flush them during the step only, so the process-wide FP state is left as found.
+        torch.set_flush_denormal(True)
+        try:
+            return self._train_step(batch)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         t = self.tcfg
         torch.manual_seed(step_seed(t.seed, self.dist.rank, self.step))
         self.G.train()

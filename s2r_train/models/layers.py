@@ -11,7 +11,6 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["FP32Norm", "make_norm", "conv2d", "NormKind"]
 

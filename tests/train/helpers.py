@@ -32,3 +32,4 @@ def one_thread_deterministic_restored():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(det)
+    torch.set_flush_denormal(False)

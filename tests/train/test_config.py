@@ -73,3 +73,16 @@ def test_resolved_dict_has_every_field():
     d = config_to_dict(load_config("tiny"))
     assert set(d) == {"network", "train", "data"}
     assert "ema_beta" in d["train"] and d["network"]["conditioning"]["depth_encoding"] == "log"
+
+
+def test_cli_dry_run_and_config_errors(tmp_path, capsys):
+    from s2r_train.cli import main
+
+    assert main(["train", "--config", "s2r", "--dataset", "synthetic://8", "--run-dir", str(tmp_path / "r"),
+                 "--set", "train.batch_size=8", "--dry-run"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["batch_size"] == 8 and printed["data"]["url"] == "synthetic://8"
+    assert config_from_dict(printed) == load_config("s2r", ["train.batch_size=8", "data.url=synthetic://8"])
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+    assert main(["train", "--config", "s2r", "--run-dir", str(tmp_path / "r"), "--set", "train.lr_gen=1"]) == 2
+    assert "train.lr_gen: unknown key" in capsys.readouterr().err
