@@ -9,7 +9,7 @@ through every augmentation:
 * ``real``  float32 (3, h, w) in [−1, 1];
 * ``label`` int64 (h, w) class index (nearest neighbour); ``sky`` float32 (1, h, w) = label 0;
   ``valid`` float32 (1, h, w) photo-valid mask (nearest);
-* ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, level (pyramid level
+* ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, R_world_to_cam_opensfm, level (pyramid level
   sampled), redraws (non-finite re-draws for this item).
 
 Sampling (``s2r_train.crops``): the pyramid level matching the crop's pixel size; only the inner
@@ -260,6 +260,9 @@ class PanoCropDataset(torch.utils.data.Dataset):
                 "fov_deg": view.fov_deg,
                 "flip": view.flip,
                 "level": level,
+                # the panorama's world→camera rotation (local_m → cam_opensfm), for conditioning
+                # that rotates normals into the crop camera's frame
+                "R_world_to_cam_opensfm": torch.as_tensor(np.asarray(self._R[index], dtype=np.float32)),
             },
         }
 

@@ -173,7 +173,10 @@ def test_deterministic_views_and_fresh_random_views(synth):
     b = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=24), seed=7, deterministic=True)
     for i in range(len(a)):
         x, y = a[i], b[i]
-        assert x["meta"] == y["meta"] and torch.equal(x["sim"], y["sim"]) and torch.equal(x["real"], y["real"])
+        R = "R_world_to_cam_opensfm"
+        assert torch.equal(x["meta"][R], y["meta"][R]) and x["meta"][R].shape == (3, 3)
+        assert {k: v for k, v in x["meta"].items() if k != R} == {k: v for k, v in y["meta"].items() if k != R}
+        assert torch.equal(x["sim"], y["sim"]) and torch.equal(x["real"], y["real"])
         assert torch.equal(a[i]["sim"], x["sim"])  # same item again: same crop
     assert a[0]["meta"]["yaw_deg"] != a[1]["meta"]["yaw_deg"]
     c = PanoCropDataset(synth, split="val", crop=CropConfig(out_size=24), seed=7, deterministic=False)
