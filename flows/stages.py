@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from s2r_data.cities import CityConfig
+from s2r_data.mapillary import tile_part_complete, tile_part_path
 from s2r_data.poses import Pose, PoseError, pose_from_mapillary
 
 from .mapillary_token import load_mapillary_token
@@ -91,27 +92,8 @@ def check_harvest_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return dict(overrides)
 
 
-def tile_part_complete(harvest_dir: Path, tile_id: str) -> bool:
-    """The output check of a tile: its part is marked complete and every harvested image is on disk."""
-    from s2r_data.mapillary.table import read_table, tile_part_path
-
-    part = tile_part_path(harvest_dir, tile_id)
-    if not part.is_file():
-        return False
-    try:
-        t = read_table(part)
-    except ValueError:
-        return False
-    if (t.schema.metadata or {}).get(b"complete") != b"true":
-        return False
-    paths = [p for p, s in zip(t.column("image_path").to_pylist(), t.column("status").to_pylist()) if s == "harvested"]
-    return all(p and (Path(harvest_dir) / p).is_file() for p in paths)
-
-
 def tile_part_stamp(harvest_dir: Path, tile_id: str) -> str | None:
     """``size-mtime`` of the tile's complete part file, or None if the tile is not done."""
-    from s2r_data.mapillary.table import tile_part_path
-
     if not tile_part_complete(harvest_dir, tile_id):
         return None
     st = tile_part_path(harvest_dir, tile_id).stat()
@@ -144,7 +126,6 @@ def harvest_tile(
     from s2r_data.mapillary import harvest_tiles
     from s2r_data.mapillary.config import HarvestConfig
     from s2r_data.mapillary.errors import MapillaryAuthError, MapillaryBlockedError, MapillaryError
-    from s2r_data.mapillary.table import tile_part_path
 
     part = tile_part_path(harvest_dir, tile_id)
     if not incremental and tile_part_complete(harvest_dir, tile_id):

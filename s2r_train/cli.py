@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mode", choices=["panorama", "views"], default="panorama")
     i.add_argument("--tile", type=int, default=None, help="tile size (px) for tiled panorama inference")
     i.add_argument("--overlap", type=int, default=32)
+    i.add_argument("--pano-width", type=int, default=None,
+                   help="panorama mode: translate at this width (default: the training crops' angular resolution)")
     i.add_argument("--yaw-deg", type=float, nargs="+", default=[0.0, 90.0, 180.0, 270.0])
     i.add_argument("--pitch-deg", type=float, default=0.0)
     i.add_argument("--fov-deg", type=float, default=90.0)
@@ -111,6 +113,7 @@ def _infer(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if src.is_dir() and any(src.glob("*.npz")):
         written = infer_render_dir(G, config, src, args.out, mode=args.mode, tile=args.tile, overlap=args.overlap,
+                                   pano_width=args.pano_width,
                                    yaws_deg=args.yaw_deg, pitch_deg=args.pitch_deg, fov_deg=args.fov_deg,
                                    size=args.size, device=args.device)
     else:

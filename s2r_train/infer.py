@@ -173,12 +173,42 @@ def write_png(path: str | Path, image_chw: torch.Tensor) -> Path:
     return Path(path)
 
 
+def training_pano_width(config: Config) -> int:
+    """Panorama width (px) whose angular resolution equals that of the training crops:
+    ``crop_size`` pixels over the mean horizontal FOV of the random crops, rounded to 16 px."""
+    lo, hi = config.data.fov_deg
+    width = 360.0 * config.data.crop_size / ((lo + hi) / 2)
+    return max(16, int(round(width / 16)) * 16)
+
+
+def resample_passes(passes: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Render passes at another 2:1 panorama size: area-averaged sim, nearest sky and label."""
+    height = width // 2
+    if passes["sim"].shape[-1] == width:
+        return passes
+    sim = passes["sim"][None]
+    if width < sim.shape[-1]:
+        sim = F.interpolate(sim, size=(height, width), mode="area")
+    else:
+        sim = F.interpolate(sim, size=(height, width), mode="bilinear", align_corners=False)
+    sky = F.interpolate(passes["sky"][None], size=(height, width), mode="nearest")
+    label = F.interpolate(passes["label"][None, None].float(), size=(height, width), mode="nearest")
+    return {"sim": sim[0], "sky": sky[0], "label": label[0, 0].long()}
+
+
 def infer_render_dir(G: nn.Module, config: Config, input_dir: str | Path, out_dir: str | Path, *,
                      mode: str = "panorama", tile: int | None = None, overlap: int = 32,
+                     pano_width: int | None = None,
                      yaws_deg: Iterable[float] = (0.0, 90.0, 180.0, 270.0), pitch_deg: float = 0.0,
                      fov_deg: float = 90.0, size: int = 256, device: str | torch.device = "cpu",
                      progress: bool = True) -> list[Path]:
-    """Translate every ``*.npz`` in ``input_dir``; returns the PNGs written."""
+    """Translate every ``*.npz`` in ``input_dir``; returns the PNGs written.
+
+    Panorama mode translates at ``pano_width`` (default: :func:`training_pano_width`, the
+    angular resolution the generator was trained at; a generator trained on 64-px crops sees
+    1024-px panoramas at 4× its scale and paints streaks) and writes the result resized back to
+    the render's size, pixel-aligned with it.
+    """
     files = sorted(Path(input_dir).glob("*.npz"))
     if not files:
         raise FileNotFoundError(f"{input_dir}: no .npz render outputs found")
@@ -193,8 +223,11 @@ def infer_render_dir(G: nn.Module, config: Config, input_dir: str | Path, out_di
     for f in it:
         passes = load_render_npz(f, depth_range_m=cfg.depth_range_m)
         if mode == "panorama":
-            cond = _condition(passes, cfg, device=device)
+            H, W = passes["sim"].shape[-2:]
+            cond = _condition(resample_passes(passes, pano_width or training_pano_width(config)), cfg, device=device)
             img = translate_tiled(G, cond, tile=tile, overlap=overlap) if tile else translate(G, cond, wrap=True)
+            if img.shape[-1] != W:
+                img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
             written.append(write_png(out_dir / f"{f.stem}.png", img[0]))
         elif mode == "views":
             H, W = passes["sim"].shape[-2:]

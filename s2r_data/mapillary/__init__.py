@@ -11,7 +11,7 @@ Public surface::
 
 from .config import GRAPH_FIELDS, HarvestConfig
 from .errors import MapillaryAuthError, MapillaryBlockedError, MapillaryError, MapillaryRequestError
-from .harvest import TOKEN_ENV, HarvestReport, harvest_city, harvest_tiles, resolve_token
+from .harvest import TOKEN_ENV, HarvestReport, harvest_city, harvest_tiles, resolve_token, tile_part_complete
 from .redact import Redactor, redact_url
 from .table import SCHEMA, merge_harvest_tables, read_table, tile_part_path
 
@@ -32,5 +32,6 @@ __all__ = [
     "read_table",
     "redact_url",
     "resolve_token",
+    "tile_part_complete",
     "tile_part_path",
 ]

@@ -124,7 +124,10 @@ def _row_is_done(row: Mapping[str, Any], out_dir: Path) -> bool:
     return bool(row.get("image_path")) and p.is_file() and file_sha256(p) == row.get("image_sha256")
 
 
-def _part_is_complete(out_dir: Path, tile: str) -> bool:
+def tile_part_complete(out_dir: str | Path, tile: str) -> bool:
+    """The output check of one tile: its part is marked complete, every row has a terminal
+    status, and every harvested image is on disk with its recorded sha256."""
+    out_dir = Path(out_dir)
     part = tile_part_path(out_dir, tile)
     if not part.is_file():
         return False
@@ -161,7 +164,7 @@ class _TileHarvester:
     async def harvest_tile(self, tile: str) -> None:
         t = parse_tile_id(tile)
         part = tile_part_path(self.out_dir, tile)
-        if not self.config.incremental and await asyncio.to_thread(_part_is_complete, self.out_dir, tile):
+        if not self.config.incremental and await asyncio.to_thread(tile_part_complete, self.out_dir, tile):
             self.report.tiles_skipped += 1
             return
         try:

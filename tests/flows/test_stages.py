@@ -1,5 +1,6 @@
 """flows.stages: the plain step functions (no Prefect, no Blender, no network)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,12 +17,12 @@ RECORDS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pose_recor
 TILE = "14/8299/5639"
 
 
-def _row(rec, status="harvested", image_path=None):
+def _row(rec, status="harvested", image_path=None, image_sha256=None):
     if image_path is None and status == "harvested":
         image_path = f"images/{rec['id']}.jpg"
     return make_row(
         image_id=rec["id"], tile=TILE, status=status, reason=None if status == "harvested" else "not_pano: x",
-        harvested_at_ms=1_700_000_000_000, record=rec, image_path=image_path,
+        harvested_at_ms=1_700_000_000_000, record=rec, image_path=image_path, image_sha256=image_sha256,
     )
 
 
@@ -64,11 +65,14 @@ def test_tile_part_complete_is_the_output_check(tmp_path):
     (tmp_path / "images").mkdir()
     img = tmp_path / "images" / f"{rec['id']}.jpg"
     img.write_bytes(b"jpeg")
+    sha = hashlib.sha256(b"jpeg").hexdigest()
     part = tile_part_path(tmp_path, TILE)
     assert not stages.tile_part_complete(tmp_path, TILE) and stages.tile_part_stamp(tmp_path, TILE) is None
-    _write_table(part, [_row(rec, image_path=f"images/{rec['id']}.jpg")], complete=False)
+    _write_table(part, [_row(rec, image_path=f"images/{rec['id']}.jpg", image_sha256=sha)], complete=False)
     assert not stages.tile_part_complete(tmp_path, TILE)  # written but not marked complete
-    _write_table(part, [_row(rec, image_path=f"images/{rec['id']}.jpg")])
+    _write_table(part, [_row(rec, image_path=f"images/{rec['id']}.jpg", image_sha256="0" * 64)])
+    assert not stages.tile_part_complete(tmp_path, TILE)  # the image on disk is not the one recorded
+    _write_table(part, [_row(rec, image_path=f"images/{rec['id']}.jpg", image_sha256=sha)])
     assert stages.tile_part_complete(tmp_path, TILE)
     stamp = stages.tile_part_stamp(tmp_path, TILE)
     assert stamp and stamp.startswith(f"{part.stat().st_size}-")

@@ -4,7 +4,15 @@ import torch
 from PIL import Image
 
 from s2r_train.cli import main
-from s2r_train.infer import load_generator, perspective_grid, sample_perspective, translate, translate_tiled
+from s2r_train.infer import (
+    load_generator,
+    perspective_grid,
+    resample_passes,
+    sample_perspective,
+    training_pano_width,
+    translate,
+    translate_tiled,
+)
 from s2r_train.synthetic import SyntheticPairDataset
 from s2r_train.trainer import Trainer
 
@@ -35,9 +43,13 @@ def test_panorama_full_tiled_and_views(tmp_path, checkpoint):
     render = tmp_path / "render"
     _write_render_dir(render, h=80, w=160)  # not a multiple of 32: padded (wrapping) and cropped back
     out = tmp_path / "out"
-    assert main(["infer", "--checkpoint", str(checkpoint), "--input", str(render), "--out", str(out)]) == 0
+    assert main(["infer", "--checkpoint", str(checkpoint), "--input", str(render), "--out", str(out),
+                 "--pano-width", "160"]) == 0
     im = Image.open(out / "img001.png")
     assert im.size == (160, 80)
+    # default: translated at the training crops' angular resolution, written back at the render's size
+    assert main(["infer", "--checkpoint", str(checkpoint), "--input", str(render), "--out", str(tmp_path / "matched")]) == 0
+    assert Image.open(tmp_path / "matched" / "img001.png").size == (160, 80)
     assert main(["infer", "--checkpoint", str(checkpoint), "--input", str(render), "--out", str(tmp_path / "tiled"),
                  "--tile", "64", "--overlap", "16"]) == 0
     assert Image.open(tmp_path / "tiled" / "img001.png").size == (160, 80)
@@ -70,3 +82,23 @@ def test_perspective_grid_centre_looks_at_yaw():
         grid = perspective_grid(pano_hw=(h, w), size=9, fov_deg=60, yaw_deg=yaw, pitch_deg=0.0)
         view = sample_perspective(pano, grid)
         assert view[0, 0, 4, 4].item() == pytest.approx(col, abs=1e-3)
+
+
+def test_training_pano_width_matches_crop_angular_resolution():
+    cfg = tiny_config()  # 64-px crops
+    lo, hi = cfg.data.fov_deg
+    w = training_pano_width(cfg)
+    assert w % 16 == 0 and abs(w / 360 - 64 / ((lo + hi) / 2)) < 16 / 360
+
+
+def test_resample_passes_keeps_sky_and_labels_consistent():
+    h, w = 64, 128
+    sky = torch.zeros(1, h, w)
+    sky[:, :20] = 1
+    label = torch.randint(1, 7, (h, w))
+    label[:20] = 0
+    sim = torch.rand(7, h, w) * (1 - sky)
+    out = resample_passes({"sim": sim, "sky": sky, "label": label}, 64)
+    assert out["sim"].shape == (7, 32, 64) and out["sky"].shape == (1, 32, 64) and out["label"].shape == (32, 64)
+    assert torch.equal(out["sky"][0] > 0.5, out["label"] == 0)
+    assert resample_passes({"sim": sim, "sky": sky, "label": label}, 128)["sim"] is sim
