@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  out / "translated" / f"{renders[0].stem}-render-translation-photo.png"))
 
     say("done. Where everything is:")
+    city_dir = out / "sample" / "city_model"
     rows = [
+        ("city model (OSM meshes)", str(city_dir / "city_model.npz")),
+        ("city summary / top-down preview", f"{city_dir / 'summary.json'}  {city_dir / 'preview.png'}"),
         ("dataset (Zarr v3 + index)", summary["store_url"]),
         ("index (Parquet)", summary["index_path"]),
         ("harvest table", summary["harvest_table"]),

@@ -70,10 +70,20 @@ class HarvestNetworkError(RuntimeError):
 
 
 def city_model(city: CityConfig, out_dir: Path) -> Path:
-    """Build the city model from OSM, or reuse the cached one; returns ``city_model.npz``."""
-    from s2r_data.osm import build_or_load_city_model
+    """Build the city model from OSM, or reuse the cached one; returns ``city_model.npz``.
 
-    return Path(build_or_load_city_model(city, out_dir))
+    Beside it: ``summary.json`` (counts, bbox, reference point) and a top-down ``preview.png``
+    (redrawn whenever the model is newer than it).
+    """
+    from s2r_data.citymodel import CityModel
+    from s2r_data.osm import build_or_load_city_model
+    from s2r_data.preview import render_topdown_png
+
+    path = Path(build_or_load_city_model(city, out_dir))
+    preview = path.with_name("preview.png")
+    if not preview.is_file() or preview.stat().st_mtime_ns < path.stat().st_mtime_ns:
+        render_topdown_png(CityModel.load(path), preview)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------

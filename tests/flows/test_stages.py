@@ -110,3 +110,15 @@ def test_load_photo_resizes_to_2to1(tmp_path):
     Image.fromarray(np.full((100, 200, 3), 128, np.uint8)).save(p)
     a = stages.load_photo(p, 64)
     assert a.shape == (3, 32, 64) and a.dtype == np.uint8 and abs(int(a.mean()) - 128) <= 2
+
+
+def test_city_model_stage_writes_model_summary_and_preview(tmp_path):
+    from PIL import Image
+
+    path = stages.city_model(load_city("sample"), tmp_path / "city")
+    assert path.is_file() and path.with_name("summary.json").is_file()
+    preview = path.with_name("preview.png")
+    assert Image.open(preview).size[0] > 256
+    mtime = preview.stat().st_mtime_ns
+    assert stages.city_model(load_city("sample"), tmp_path / "city") == path  # reused, preview kept
+    assert preview.stat().st_mtime_ns == mtime
