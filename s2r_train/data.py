@@ -208,33 +208,34 @@ class PanoCropDataset(torch.utils.data.Dataset):
             return reader.read_box(row, array, level, plan.chunk_rows, plan.chunk_cols, plan.bbox)
 
         sim16, label_r, real_r, mask_r = planes("sim"), planes("label"), planes("real"), planes("mask")
-        # planar float16 → float32 (contiguous, vectorised), then interleave into two 4-channel HWC
-        # images (OpenCV remaps ≤ 4 channels per call): A = DiffCol + non-sky weight,
-        # B = normal + depth (both 0 on sky, i.e. already pre-multiplied by the non-sky weight)
-        f = torch.from_numpy(sim16).to(torch.float32).numpy()
-        nonsky = (label_r[0] != 0).astype(np.float32)
-        src_a = cv2.merge([f[0], f[1], f[2], nonsky])
-        src_b = cv2.merge([f[3], f[4], f[5], f[6]])
-        out_a = crops.remap_bilinear(src_a, x, y)  # (oh, ow, 4)
-        out_b = crops.remap_bilinear(src_b, x, y)  # (oh, ow, 4)
-        out_real = crops.remap_bilinear(cv2.merge([real_r[0], real_r[1], real_r[2]]), x, y)  # (oh, ow, 3) u8
-        # nearest neighbour for the label and the photo-valid mask (OpenCV rounds to the closest tap)
+        # ONE interleaved float32 HWC image of 8 channels, built in a single pass from the planar
+        # float16 chunks (the only float16 → float32 conversion): DiffCol (3), normal (3), depth,
+        # non-sky weight. Normal and depth are 0 on sky, i.e. already pre-multiplied by the weight.
+        f = torch.from_numpy(sim16).to(torch.float32).numpy()  # planar, vectorised
+        nonsky = np.not_equal(label_r[0], 0).astype(np.float32)
+        src = cv2.merge([f[0], f[1], f[2], f[3], f[4], f[5], f[6], nonsky])  # (h, w, 8)
+        # fixed-point maps once for every bilinear remap: OpenCV converts float maps to exactly
+        # these (1/32 px) internally, so the results are bit-identical and the conversion is shared
+        m1, m2 = cv2.convertMaps(x, y, cv2.CV_16SC2)
+        out8 = cv2.remap(src, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (oh, ow, 8)
+        real_hwc = cv2.merge([real_r[0], real_r[1], real_r[2]])
+        out_real = cv2.remap(real_hwc, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (oh, ow, 3) u8
+        # nearest neighbour for the label and the photo-valid mask (float maps: OpenCV rounds to
+        # the closest tap)
         lv = cv2.remap(cv2.merge([label_r[0], mask_r[1]]), x, y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         label, valid = lv[:, :, 0], lv[:, :, 1]
-        if not (np.isfinite(out_a).all() and np.isfinite(out_b).all()):
+        if not np.isfinite(out8).all():
             return None
 
         n = c.out_size
-        pa = [torch.from_numpy(p) for p in cv2.split(out_a)]  # DiffCol r, g, b, non-sky weight
-        pb = [torch.from_numpy(p) for p in cv2.split(out_b)]  # normal x, y, z (0 on sky), depth
+        o = torch.from_numpy(out8).permute(2, 0, 1)  # (8, oh, ow) view: DiffCol, normal, depth, weight
         keep = torch.from_numpy(label != 0).to(torch.float32)  # 0 on sky (nearest label)
         sim = torch.empty((7, n, n), dtype=torch.float32)
-        for ch in range(3):
-            torch.clamp(pa[ch], 0.0, 1.0, out=sim[ch])
+        torch.clamp(o[0:3], 0.0, 1.0, out=sim[0:3])
         # normals: renormalise (undoes the sky taps' dilution and blends between faces); sky 0
-        inv_len = torch.rsqrt((pb[0] * pb[0]).add_(pb[1] * pb[1]).add_(pb[2] * pb[2]).clamp_min_(1e-12)).mul_(keep)
-        for ch in range(3):
-            torch.mul(pb[ch], inv_len, out=sim[3 + ch])
+        nrm = o[3:6].contiguous()
+        inv_len = torch.rsqrt((nrm * nrm).sum(0).clamp_min_(1e-12)).mul_(keep)
+        torch.mul(nrm, inv_len, out=sim[3:6])
         if view.flip:  # mirrored-world convention (crops.reflect_normals)
             ax = crops.crop_right_axis_local(self._R[index], view.yaw_deg, view.pitch_deg)
             dot = sim[3] * float(ax[0]) + sim[4] * float(ax[1]) + sim[5] * float(ax[2])
@@ -242,7 +243,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
                 sim[3 + ch].sub_(dot, alpha=2.0 * float(ax[ch]))
         # depth: non-sky-weighted mean, mapped by the fixed range; sky 0
         d0, d1 = self.depth_range_m
-        torch.div(pb[3], pa[3].clamp_min(1e-3), out=sim[6])
+        torch.div(o[6], o[7].clamp_min(1e-3), out=sim[6])
         sim[6].sub_(d0).mul_(1.0 / (d1 - d0)).clamp_(0.0, 1.0).mul_(keep)
         real = torch.from_numpy(out_real).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 127.5).sub_(1.0).contiguous()
         sky = 1.0 - keep
