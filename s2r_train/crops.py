@@ -22,8 +22,9 @@ the level's size). :func:`pyramid_level` picks the level whose pixel angular siz
 crop's mean pixel (OpenGL ``LINEAR_MIPMAP_NEAREST``: round(log2 footprint)), so minified crops
 are sampled from a pre-filtered image instead of aliasing.
 
-Samplers: one map for every channel. CPU workers: :func:`remap_bilinear` (OpenCV ``remap``,
-≤ 4 channels per call, HWC) and nearest neighbour for labels/masks; :func:`sample_bilinear_numpy`
+Samplers: one map for every channel. CPU workers: :func:`remap_bilinear` (OpenCV ``remap``, HWC,
+any channel count; :func:`fixed_point_maps` shares one map conversion between calls) and nearest
+neighbour for labels/masks; :func:`sample_bilinear_numpy`
 / :func:`sample_nearest` are the pure-numpy references. GPU / batches: :func:`crop_batch_torch`
 (whole panoramas on the device; :func:`perspective_map_torch`, :func:`sample_bilinear_torch`,
 :func:`sample_nearest_torch`).
@@ -48,6 +49,7 @@ __all__ = [
     "pyramid_level",
     "RegionPlan",
     "plan_region",
+    "fixed_point_maps",
     "remap_bilinear",
     "sample_bilinear_numpy",
     "sample_nearest",
@@ -318,14 +320,23 @@ def plan_region(px: np.ndarray, py: np.ndarray, image_hw: tuple[int, int], chunk
     return RegionPlan(rows, cols, r0 * cy, c0 * cx, False, (by0, by1, x_lo - c0 * cx, x_hi - c0 * cx + 1), len(rows) * cy, len(cols) * cx)
 
 
-def remap_bilinear(image_hwc: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear sampling (OpenCV ``remap``) of a C-contiguous (H, W, C ≤ 4) or (H, W) uint8/float32
-    image at coordinates (x, y) (h, w) float32 → (h, w, C). Taps outside replicate the edge
-    (callers keep maps inside: :class:`RegionPlan`)."""
+def fixed_point_maps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's fixed-point form of a float32 map (``convertMaps`` → CV_16SC2 integer taps +
+    CV_16UC1 1/32-px fractions). ``remap`` converts float maps to exactly this internally, so
+    sampling with it is bit-identical; compute it once to share it between several remaps."""
     import cv2
 
-    if image_hwc.ndim == 3 and image_hwc.shape[2] > 4:
-        raise ValueError(f"remap_bilinear takes ≤ 4 channels per call, got {image_hwc.shape[2]}")
+    return cv2.convertMaps(np.asarray(x, np.float32), np.asarray(y, np.float32), cv2.CV_16SC2)
+
+
+def remap_bilinear(image_hwc: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """Bilinear sampling (OpenCV ``remap``) of a C-contiguous (H, W, C) or (H, W) uint8/float32
+    image at coordinates (x, y) (h, w) float32 — or at a :func:`fixed_point_maps` pair (same
+    result) — → (h, w, C). Any channel count (OpenCV's generic path above 4: one 8-channel call
+    costs ~60 % of two 4-channel ones). Taps outside replicate the edge (callers keep maps inside:
+    :class:`RegionPlan`)."""
+    import cv2
+
     out = cv2.remap(image_hwc, x, y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(out.shape[0], out.shape[1], -1)
 

@@ -14,10 +14,13 @@ Spec semantics (the thesis's ``[0.8, 0.2, 5]``): ``SplitSpec(train=0.8, val=0.2,
 * Samples without a ``sequence_id`` are each their own group.
 * Deterministic: same index + same spec + same seed ⇒ same assignment (sequences are sorted
   before the seeded shuffle).
+* Stable under growth (``keep_existing``, the default): a sequence that already has a split keeps
+  it (new images of that sequence join it), and only new sequences are distributed, to the splits
+  furthest below their targets. An incremental build therefore never moves a sample from train to
+  val or back; existing visualisation samples stay as they are while they remain in val.
 
 :func:`assign_splits` rewrites ``index.parquet`` under the store lock (after compacting
-fragments); rows committed later have ``split`` null until it is run again (it re-assigns
-everything, so only run it before training starts).
+fragments); rows committed later have ``split`` null until it is run again.
 """
 
 from __future__ import annotations
@@ -70,10 +73,22 @@ class SplitSpec:
 
 
 def split_groups(
-    image_ids: Sequence[str], sequence_ids: Sequence[str | None], spec: SplitSpec, seed: int
+    image_ids: Sequence[str],
+    sequence_ids: Sequence[str | None],
+    spec: SplitSpec,
+    seed: int,
+    *,
+    existing_split: Sequence[str | None] | None = None,
+    existing_vis: Sequence[int | None] | None = None,
 ) -> tuple[list[str], list[int | None]]:
-    """Pure assignment: per sample ``split`` ("train"/"val"/"test") and ``vis_index`` (or None)."""
+    """Pure assignment: per sample ``split`` ("train"/"val"/"test") and ``vis_index`` (or None).
+
+    ``existing_split`` / ``existing_vis`` (per sample, None where unassigned) are kept: a group
+    with an assigned member keeps that split, and only unassigned groups are distributed.
+    """
     n = len(image_ids)
+    existing_split = list(existing_split) if existing_split is not None else [None] * n
+    existing_vis = list(existing_vis) if existing_vis is not None else [None] * n
     groups: dict[str, list[int]] = {}
     for i, (img, seq) in enumerate(zip(image_ids, sequence_ids)):
         key = f"seq:{seq}" if seq not in (None, "") else f"img:{img}"
@@ -86,33 +101,52 @@ def split_groups(
     assigned = {"train": 0, "val": 0, "test": 0}
     split: list[str] = [""] * n
     seq_of_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for k in order:
+    fixed: dict[str, str] = {}
+    for key in keys:  # groups that already have a split keep it (majority if members disagree)
+        known = [existing_split[i] for i in groups[key] if existing_split[i] in assigned]
+        if known:
+            fixed[key] = max(sorted(set(known)), key=known.count)
+    for k in sorted(order, key=lambda k: keys[k] not in fixed):  # fixed groups first, seeded order kept
         key = keys[k]
         members = groups[key]
-        # the split with the largest remaining deficit; ties → train, val, test
-        name = max(("train", "val", "test"), key=lambda s: (targets[s] - assigned[s], -("train", "val", "test").index(s)))
+        if key in fixed:
+            name = fixed[key]
+        else:
+            # the split with the largest remaining deficit; ties → train, val, test
+            name = max(("train", "val", "test"), key=lambda s: (targets[s] - assigned[s], -("train", "val", "test").index(s)))
         for i in members:
             split[i] = name
         assigned[name] += len(members)
         seq_of_split[name].append(key)
-    # visualisation: round-robin over val sequences (in their seeded order), first image id first
+    # visualisation: existing vis samples still in val keep their order; then round-robin over
+    # val sequences (in their seeded order), first image id first
     vis_index: list[int | None] = [None] * n
     pools = [sorted(groups[k], key=lambda i: image_ids[i]) for k in seq_of_split["val"]]
     if spec.vis > sum(len(p) for p in pools):
         raise ValueError(f"SplitSpec.vis={spec.vis} but the val split has only {sum(len(p) for p in pools)} samples")
-    v, depth = 0, 0
+    kept = sorted((i for i in range(n) if existing_vis[i] is not None and split[i] == "val"), key=lambda i: existing_vis[i])
+    v = 0
+    for i in kept[: spec.vis]:
+        vis_index[i] = v
+        v += 1
+    depth = 0
     while v < spec.vis:
         for p in pools:
-            if depth < len(p) and v < spec.vis:
+            if depth < len(p) and v < spec.vis and vis_index[p[depth]] is None:
                 vis_index[p[depth]] = v
                 v += 1
         depth += 1
     return split, vis_index
 
 
-def assign_splits(url: str | os.PathLike, spec: SplitSpec | Sequence[float | int], seed: int = 0) -> dict[str, int]:
+def assign_splits(
+    url: str | os.PathLike, spec: SplitSpec | Sequence[float | int], seed: int = 0, *, keep_existing: bool = True
+) -> dict[str, int]:
     """Assign ``split``/``vis_index`` to every committed sample of the dataset at ``url`` (local)
-    and rewrite ``index.parquet`` atomically. Returns sample counts per split (+ ``"vis"``)."""
+    and rewrite ``index.parquet`` atomically. Returns sample counts per split (+ ``"vis"``).
+
+    ``keep_existing`` (default) keeps the splits already assigned (see the module docstring);
+    ``False`` reassigns everything from scratch."""
     from s2r_data.store.index import compact_index, read_index, write_index_table
     from s2r_data.store.schema import INDEX_SCHEMA
     from s2r_data.store.urls import location
@@ -128,7 +162,9 @@ def assign_splits(url: str | os.PathLike, spec: SplitSpec | Sequence[float | int
             raise ValueError(f"{loc.url}: no committed samples to split")
         ids = table.column("image_id").to_pylist()
         seqs = table.column("sequence_id").to_pylist()
-        split, vis = split_groups(ids, seqs, spec, seed)
+        old_split = table.column("split").to_pylist() if keep_existing else None
+        old_vis = table.column("vis_index").to_pylist() if keep_existing else None
+        split, vis = split_groups(ids, seqs, spec, seed, existing_split=old_split, existing_vis=old_vis)
         i_split = table.schema.get_field_index("split")
         i_vis = table.schema.get_field_index("vis_index")
         table = table.set_column(i_split, INDEX_SCHEMA.field("split"), pa.array(split, pa.string()))

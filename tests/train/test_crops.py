@@ -168,3 +168,21 @@ def test_reflect_normals_is_an_isometric_involution(nx, ny, nz, yaw, pitch):
     np.testing.assert_allclose(np.linalg.norm(m), np.linalg.norm(n), atol=1e-5)
     np.testing.assert_allclose(crops.reflect_normals(m, a), n, atol=1e-5)
     assert float((m.ravel() * a).sum()) == pytest.approx(-float((n.ravel() * a).sum()), abs=1e-5)
+
+
+def test_fixed_point_maps_and_many_channels_are_bit_identical():
+    """The loader's single 8-channel remap with a shared fixed-point map equals per-channel
+    remaps with the float map (OpenCV converts float maps to the same 1/32-px form)."""
+    rng = np.random.default_rng(5)
+    H, W = 64, 128
+    img = rng.random((H, W, 8)).astype(np.float32)
+    px, py = crops.perspective_map(30.0, 20.0, 90.0, (24, 24), (H, W))
+    x, y = np.clip(px, 0, W - 1), np.clip(py, 0, H - 1)
+    m1, m2 = crops.fixed_point_maps(x, y)
+    got = crops.remap_bilinear(img, m1, m2)
+    assert got.shape == (24, 24, 8)
+    for ch in range(8):
+        np.testing.assert_array_equal(got[:, :, ch], crops.remap_bilinear(np.ascontiguousarray(img[:, :, ch]), x, y)[:, :, 0])
+    u8 = (img[:, :, :3] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(crops.remap_bilinear(u8, m1, m2), crops.remap_bilinear(u8, x, y))
+    np.testing.assert_allclose(got.transpose(2, 0, 1), crops.sample_bilinear_numpy(img.transpose(2, 0, 1), x, y), atol=0.04)

@@ -67,3 +67,48 @@ def test_assign_splits_writes_the_index(tmp_path):
     assert len({s for s, _ in pairs}) == len(pairs)  # one split per sequence
     assert assign_splits(url, [0.5, 0.5, 2], seed=11) == counts
     assert open_dataset(url).index.column("split").to_pylist() == ds.index.column("split").to_pylist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seq_sizes=st.lists(st.integers(1, 8), min_size=4, max_size=20),
+    n_new=st.integers(1, 10),
+    seed=st.integers(0, 10_000),
+)
+def test_growth_keeps_existing_assignments(seq_sizes, n_new, seed):
+    ids = [f"{s}-{j}" for s, size in enumerate(seq_sizes) for j in range(size)]
+    seqs = [i.split("-")[0] for i in ids]
+    spec = SplitSpec(0.7, 0.3, 1)
+    try:
+        split, vis = split_groups(ids, seqs, spec, seed)
+    except ValueError:  # not enough val samples for the vis count
+        return
+    # new images: some join existing sequences, some start new ones
+    new_ids = [f"n{k}" for k in range(n_new)]
+    new_seqs = [seqs[k % len(seqs)] if k % 2 else f"new{k}" for k in range(n_new)]
+    split2, vis2 = split_groups(
+        ids + new_ids, seqs + new_seqs, spec, seed,
+        existing_split=split + [None] * n_new, existing_vis=vis + [None] * n_new,
+    )
+    assert split2[: len(ids)] == split  # nothing moves between splits
+    by_seq = {}
+    for s, name in zip(seqs + new_seqs, split2):
+        by_seq.setdefault(s, set()).add(name)
+    assert all(len(v) == 1 for v in by_seq.values())  # new images join their sequence's split
+    assert vis2[: len(ids)] == vis  # the visualisation samples stay
+
+
+def test_assign_splits_is_stable_when_samples_are_added(tmp_path):
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 6, height=32, n_sequences=3)
+    assign_splits(url, [0.5, 0.5, 1], seed=3)
+    before = dict(zip(open_dataset(url).image_ids, open_dataset(url).index.column("split").to_pylist()))
+    # reassigning from scratch with another seed may move samples; keeping (the default) never does
+    fresh = assign_splits(url, [0.5, 0.5, 1], seed=99, keep_existing=False)
+    assert sum(fresh[s] for s in ("train", "val", "test")) == 6
+    assign_splits(url, [0.5, 0.5, 1], seed=3, keep_existing=False)
+    assert dict(zip(open_dataset(url).image_ids, open_dataset(url).index.column("split").to_pylist())) == before
+    for seed in (99, 7):
+        assign_splits(url, [0.5, 0.5, 1], seed=seed)
+        after = dict(zip(open_dataset(url).image_ids, open_dataset(url).index.column("split").to_pylist()))
+        assert after == before
