@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "s2r-osm-1.0"
+BUILDER_VERSION = "s2r-osm-1.1"  # 1.1: flat layers unioned (no coplanar overlaps)
 ATTRIBUTION = "© OpenStreetMap contributors, ODbL 1.0 (https://www.openstreetmap.org/copyright)"
 Z_GROUND_M, Z_WATER_M, Z_GREEN_M, Z_ROAD_M = 0.0, 0.01, 0.015, 0.02
 MODEL_FILENAME = "city_model.npz"
@@ -137,6 +137,18 @@ def _query_bbox_lonlat(city: CityConfig, margin_m: float) -> tuple[float, float,
     dlat = grow_m / 110_000.0
     dlon = grow_m / (110_000.0 * max(np.cos(np.radians(max(abs(lat0), abs(lat1)))), 0.05))
     return (lon0 - dlon, lat0 - dlat, lon1 + dlon, lat1 + dlat)
+
+
+def _union_layer(geoms: np.ndarray) -> np.ndarray:
+    """The union of one flat layer's polygons, as a one-element array (empty input stays empty)."""
+    geoms = np.asarray(geoms, dtype=object)
+    if len(geoms) == 0:
+        return geoms
+    valid = geoms.copy()
+    bad = ~shapely.is_valid(valid)
+    if bad.any():
+        valid[bad] = shapely.make_valid(valid[bad])
+    return np.array([shapely.union_all(valid)], dtype=object)
 
 
 def _ground_quad(clip_bounds: tuple[float, float, float, float]) -> Mesh:
@@ -258,7 +270,10 @@ def _build(city: CityConfig, osm_path: Path, source_sha256: str, config: BuildCo
     fallbacks = ext.earcut_fallbacks
     meshes: dict[str, Mesh] = {"wall": ext.walls, "roof": ext.roofs, "ground": _ground_quad(clip.bounds)}
     for name, geoms, z in (("road", roads, Z_ROAD_M), ("water", water, Z_WATER_M), ("green", green, Z_GREEN_M)):
-        polys, _ = clean_polygons(geoms)
+        # one union per layer: overlapping pieces (a footway buffer over a street's edge, a park
+        # over a lawn) would give coplanar duplicate triangles, which shade black in lit renders
+        # (each hit's shadow ray hits its coplanar twin) and double the triangle count
+        polys, _ = clean_polygons(_union_layer(geoms))
         meshes[name], fb = flat_polygons(polys, z)
         fallbacks += fb
     t_flat = time.perf_counter()

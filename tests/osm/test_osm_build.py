@@ -178,3 +178,20 @@ def test_save_load_roundtrip(sample_model: CityModel, tmp_path) -> None:
         assert np.array_equal(back.meshes[name].vertices_local_m, sample_model.meshes[name].vertices_local_m)
         assert np.array_equal(back.meshes[name].triangles, sample_model.meshes[name].triangles)
     assert back.footprints().equals(sample_model.footprints())
+
+
+@pytest.mark.parametrize("layer", ["road", "green"])
+def test_flat_layers_have_no_overlapping_triangles(sample_model: CityModel, helsinki_model: CityModel, layer: str) -> None:
+    # overlapping coplanar pieces (a footway over a street's edge) shade black in lit renders:
+    # each flat layer is one union, so its triangles tile the plane without double cover
+    import shapely
+
+    for model in (sample_model, helsinki_model):
+        mesh = model.meshes[layer]
+        tri = mesh.vertices_local_m[mesh.triangles][:, :, :2].astype(np.float64)
+        if not len(tri):
+            continue
+        polys = shapely.polygons(np.concatenate([tri, tri[:, :1]], axis=1))
+        total = float(shapely.area(polys).sum())
+        union = float(shapely.union_all(polys, grid_size=0.001).area)
+        assert abs(total - union) <= 1e-3 * total, (layer, total, union)
