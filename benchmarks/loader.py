@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from s2r_data.store import CodecChoice, DatasetWriter, open_dataset  # noqa: E402
 from s2r_data.store.synthetic import synthetic_panorama, synthetic_pose  # noqa: E402
 from s2r_train import crops  # noqa: E402
-from s2r_train.data import CropConfig, PanoCropDataset  # noqa: E402
+from s2r_train.data import CropConfig, PanoCropDataset, decode_batch  # noqa: E402
 
 CANDIDATES = [  # (name, codec, inner chunk side); the first is the store's default
     ("blosc-lz4-shuffle", CodecChoice("lz4", 5, "shuffle"), 256),
@@ -82,7 +82,9 @@ class ThesisBaselineDataset(torch.utils.data.Dataset):
         return {"sim": out[:7], "real": out[7:], "label": lab[0].long()}
 
 
-def _loader_rate(dataset, *, workers: int, batch: int, seconds: float, min_batches: int, warmup: int) -> dict:
+def _loader_rate(dataset, *, workers: int, batch: int, seconds: float, min_batches: int, warmup: int, decode=None) -> dict:
+    """Crops/s delivered to the main process; ``decode`` (if given) runs there on every batch,
+    as the trainer would (it decodes compact items on its device; here the CPU, conservatively)."""
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**7)
     kw = {"multiprocessing_context": "forkserver", "persistent_workers": True, "prefetch_factor": 4} if workers else {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, **kw)
@@ -92,6 +94,8 @@ def _loader_rate(dataset, *, workers: int, batch: int, seconds: float, min_batch
     n, t0 = 0, time.perf_counter()
     while True:
         b = next(it)
+        if decode is not None:
+            b = decode(b)
         n += b["sim"].shape[0]
         el = time.perf_counter() - t0
         if el >= seconds and n >= min_batches * batch:
@@ -175,7 +179,8 @@ def main(argv=None) -> int:
         np.savez_compressed(path, sim=p.sim, real=p.real, label=p.label)
         npz.append(str(path))
     chosen_url = work / CHOSEN
-    ours = PanoCropDataset(chosen_url, split=None, crop=crop, seed=0)
+    # compact items (float16 sim, uint8 photo/label/masks), as the trainer loads them
+    ours = PanoCropDataset(chosen_url, split=None, crop=crop, seed=0, compact=True)
     base = ThesisBaselineDataset(npz, args.out, crop, seed=0)
     # single-process CPU time per crop (robust to other load on a shared machine)
     base[0]
@@ -185,7 +190,8 @@ def main(argv=None) -> int:
         base[k % args.n]
     base_ms, base_cpu_ms = (time.perf_counter() - t) / m * 1e3, (time.process_time() - c0) / m * 1e3
     print("DataLoader runs …")
-    r_ours = _loader_rate(ours, workers=args.workers, batch=args.batch, seconds=args.seconds, min_batches=5, warmup=3)
+    r_ours = _loader_rate(ours, workers=args.workers, batch=args.batch, seconds=args.seconds, min_batches=5, warmup=3,
+                          decode=decode_batch)
     r_base = _loader_rate(base, workers=args.workers, batch=min(args.batch, 4), seconds=args.seconds, min_batches=3, warmup=1)
     speedup = r_ours["crops_per_s"] / r_base["crops_per_s"]
 
@@ -208,6 +214,7 @@ def main(argv=None) -> int:
         "cpu_speedup_vs_thesis_baseline": round(cpu_speedup, 1),
         "estimated_crops_per_s_2_idle_cores": round(2000.0 / chosen["crop_cpu_ms_1proc"], 0),
         "chosen_store": CHOSEN,
+        "items": "compact (float16 sim, uint8 photo/label/masks, as the trainer loads them), decoded to float32 in the main process",
         "targets": {"speedup_vs_thesis_baseline": 10, "crops_per_s_2_workers": 300},
         "codec_table": table,
         "loader": {"ours": r_ours, "thesis_baseline": r_base},

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2r_data.atomic import atomic_path
+from s2r_train.data import decode_batch
 from s2r_data.equirect import bearing_to_pixel
 
 from .checkpoint import load_checkpoint
@@ -262,6 +263,7 @@ def infer_dataset(G: nn.Module, config: Config, url: str, out_dir: str | Path, *
 
         it = tqdm(loader, desc="infer", unit="batch")
     for batch in it:
+        batch = decode_batch(batch, device)
         cond = condition_from_batch(batch, config.network.conditioning, device)
         imgs = translate(G, cond)
         for img, image_id in zip(imgs, batch["meta"]["image_id"]):

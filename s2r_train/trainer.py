@@ -38,6 +38,7 @@ from s2r_data.atomic import atomic_path, atomic_write_text
 
 from .checkpoint import CheckpointManager, load_checkpoint
 from .conditioning import condition_from_batch
+from .data import decode_batch
 from .config import Config, DataConfig, config_from_dict, config_to_yaml
 from .losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
                      weighted_l1_loss)
@@ -139,8 +140,9 @@ def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, dete
                           "use --dataset synthetic://64 for a synthetic run") from exc
     crop = CropConfig(out_size=data_cfg.crop_size, pitch_deg=data_cfg.pitch_deg, fov_deg=data_cfg.fov_deg,
                       flip_p=0.5 if data_cfg.hflip else 0.0)
+    # compact items (float16/uint8): half the worker → main-process transfer; decoded on the device
     return PanoCropDataset(url, split=split, crop=crop, seed=seed, deterministic=deterministic,
-                           depth_range_m=depth_range_m)
+                           depth_range_m=depth_range_m, compact=True)
 
 
 def _optional_dataset(url: str, split: str, data_cfg: DataConfig, seed: int,
@@ -432,6 +434,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
 
     def _to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        batch = decode_batch(dict(batch), self.device)  # compact loader items → float layout, on the device
         cond = condition_from_batch(batch, self.net_cfg.conditioning, self.device)
         real = batch["real"].to(self.device, non_blocking=True).float()
         weight = None

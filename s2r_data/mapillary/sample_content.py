@@ -20,6 +20,7 @@ import random
 import string
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -209,7 +210,8 @@ def panorama_record(
         "make": "s2r",
         "model": "synthetic stand-in (Blender photo mode)",
         "quality_score": round(rng.uniform(0.6, 0.95), 4),
-        "merge_cc": float(4546427159383000000 + (abs(hash(sequence_id)) % 1000) * 1000),
+        # zlib.crc32, not hash(): str hashes change per process (PYTHONHASHSEED), records must not
+        "merge_cc": float(4546427159383000000 + (zlib.crc32(sequence_id.encode()) % 1000) * 1000),
     }
 
 

@@ -273,3 +273,23 @@ def test_batched_torch_path_matches_the_loader(marker):
         np.testing.assert_allclose(got["sim"][b].numpy(), want["sim"].numpy(), atol=0.03)  # OpenCV: 1/32-px taps
         np.testing.assert_allclose(got["real"][b].numpy(), want["real"].numpy(), atol=0.06)
         assert (got["label"][b] != want["label"]).float().mean() < 0.01
+
+
+def test_compact_items_decode_to_the_float_items(synth):
+    from torch.utils.data import default_collate
+
+    from s2r_train.data import decode_batch
+
+    full = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=32), seed=5, deterministic=True)
+    small = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=32), seed=5, deterministic=True, compact=True)
+    a, b = full[1], small[1]
+    assert b["sim"].dtype == torch.float16 and b["real"].dtype == torch.uint8
+    assert b["label"].dtype == b["sky"].dtype == b["valid"].dtype == torch.uint8
+    assert sum(t.numel() * t.element_size() for k, t in b.items() if k != "meta") < 0.4 * sum(
+        t.numel() * t.element_size() for k, t in a.items() if k != "meta")
+    fa, fb = decode_batch(default_collate([a])), decode_batch(default_collate([b]))
+    for key in ("real", "label", "sky", "valid"):
+        assert fb[key].dtype == fa[key].dtype and torch.equal(fb[key], fa[key]), key
+    assert fb["sim"].dtype == torch.float32 and torch.allclose(fb["sim"], fa["sim"], atol=1e-3)
+    plain = default_collate([a])
+    assert all(torch.equal(decode_batch(plain)[k], plain[k]) for k in ("sim", "real", "label"))  # float batches pass through
