@@ -13,9 +13,10 @@ Local paths use ``os.pread``; other URLs go through fsspec byte-range reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -108,38 +109,61 @@ class ShardedArrayReader:
         self.supported = True
 
     # -- reads -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _open_shard(self, sample: int) -> Iterator[tuple[np.ndarray, Callable[[int, int], bytes]] | None]:
+        """One sample's shard: yields (index (gy, gx, 2) of (offset, nbytes), pread(offset,
+        nbytes) → bytes), or None when the shard does not exist (all chunks read as fill)."""
+        if not self.supported:
+            raise RuntimeError(f"{self.array_url}: {self.reason}")
+        key = f"{self.array_url}/c/{int(sample)}/0/0/0"
+        parse = lambda raw: np.frombuffer(raw, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))  # noqa: E731
+        if self._fs is None:
+            try:
+                fd = os.open(key, os.O_RDONLY)
+            except FileNotFoundError:
+                yield None
+                return
+            try:
+                size = os.fstat(fd).st_size
+                yield parse(os.pread(fd, self._index_nbytes, size - self._index_nbytes)), (
+                    lambda off, nb: os.pread(fd, int(nb), int(off))
+                )
+            finally:
+                os.close(fd)
+            return
+        fs = self._fs
+        if not fs.exists(key):
+            yield None
+            return
+        size = fs.size(key)
+        yield parse(fs.cat_file(key, start=size - self._index_nbytes, end=size)), (
+            lambda off, nb: fs.cat_file(key, start=int(off), end=int(off + nb))
+        )
+
+    def _decode_chunk(self, raw: bytes, dst: np.ndarray) -> None:
+        """Decode one inner chunk into ``dst`` (C, cy, cx)."""
+        if self._decode_into is not None:
+            self._decode_into(raw, dst)
+        else:
+            dst[...] = np.frombuffer(self._decode(raw), self.dtype).reshape(dst.shape)
+
     def read_blocks(self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int]) -> np.ndarray:
         """Decode inner chunks straight into a block array (len(rows), len(cols), C, cy, cx)
         (no re-assembly copy). Missing chunks/shards read as the fill value."""
-        if not self.supported:
-            raise RuntimeError(f"{self.array_url}: {self.reason}")
-        C = self.shape[1]
-        cy, cx = self.chunk_hw
+        C, (cy, cx) = self.shape[1], self.chunk_hw
         out = np.empty((len(chunk_rows), len(chunk_cols), C, cy, cx), dtype=self.dtype)
-        key = f"{self.array_url}/c/{int(sample)}/0/0/0"
-        if self._fs is not None:
-            region = self.read_chunks(sample, chunk_rows, chunk_cols)
-            return region.reshape(C, len(chunk_rows), cy, len(chunk_cols), cx).transpose(1, 3, 0, 2, 4).copy()
-        try:
-            fd = os.open(key, os.O_RDONLY)
-        except FileNotFoundError:
-            out[...] = self.fill_value
-            return out
-        try:
-            size = os.fstat(fd).st_size
-            raw_index = os.pread(fd, self._index_nbytes, size - self._index_nbytes)
-            index = np.frombuffer(raw_index, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))
+        with self._open_shard(sample) as shard:
+            if shard is None:
+                out[...] = self.fill_value
+                return out
+            index, pread = shard
             for i, r in enumerate(chunk_rows):
                 for j, c in enumerate(chunk_cols):
                     off, nb = index[r, c]
                     if off == _EMPTY:
                         out[i, j] = self.fill_value
-                    elif self._decode_into is not None:
-                        self._decode_into(os.pread(fd, int(nb), int(off)), out[i, j])
                     else:
-                        out[i, j] = np.frombuffer(self._decode(os.pread(fd, int(nb), int(off))), self.dtype).reshape(C, cy, cx)
-        finally:
-            os.close(fd)
+                        self._decode_chunk(pread(off, nb), out[i, j])
         return out
 
     def read_box(
@@ -148,26 +172,15 @@ class ShardedArrayReader:
         """Like :meth:`read_chunks` but returns only ``box = (y0, y1, x0, x1)`` of that region
         (region coordinates), decoding each chunk into a scratch buffer and copying just its
         overlap with the box (chunks outside the box are not decoded)."""
-        if not self.supported:
-            raise RuntimeError(f"{self.array_url}: {self.reason}")
-        if self._fs is not None or self._decode_into is None:
-            y0, y1, x0, x1 = box
-            return self.read_chunks(sample, chunk_rows, chunk_cols)[:, y0:y1, x0:x1]
-        C = self.shape[1]
-        cy, cx = self.chunk_hw
+        C, (cy, cx) = self.shape[1], self.chunk_hw
         y0, y1, x0, x1 = box
         out = np.empty((C, y1 - y0, x1 - x0), dtype=self.dtype)
         scratch = np.empty((C, cy, cx), dtype=self.dtype)
-        key = f"{self.array_url}/c/{int(sample)}/0/0/0"
-        try:
-            fd = os.open(key, os.O_RDONLY)
-        except FileNotFoundError:
-            out[...] = self.fill_value
-            return out
-        try:
-            size = os.fstat(fd).st_size
-            raw_index = os.pread(fd, self._index_nbytes, size - self._index_nbytes)
-            index = np.frombuffer(raw_index, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))
+        with self._open_shard(sample) as shard:
+            if shard is None:
+                out[...] = self.fill_value
+                return out
+            index, pread = shard
             for i, r in enumerate(chunk_rows):
                 ry0, ry1 = max(y0, i * cy), min(y1, (i + 1) * cy)
                 if ry0 >= ry1:
@@ -181,57 +194,13 @@ class ShardedArrayReader:
                     if off == _EMPTY:
                         dst[...] = self.fill_value
                         continue
-                    self._decode_into(os.pread(fd, int(nb), int(off)), scratch)
+                    self._decode_chunk(pread(off, nb), scratch)
                     dst[...] = scratch[:, ry0 - i * cy : ry1 - i * cy, rx0 - j * cx : rx1 - j * cx]
-        finally:
-            os.close(fd)
         return out
 
     def read_chunks(self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int]) -> np.ndarray:
         """Decode inner chunks (rows × cols, both in the order given; cols may wrap) of one sample
         into one (C, len(rows)·cy, len(cols)·cx) array. Missing chunks/shards read as fill."""
-        if not self.supported:
-            raise RuntimeError(f"{self.array_url}: {self.reason}")
-        C = self.shape[1]
-        cy, cx = self.chunk_hw
-        out = np.empty((C, len(chunk_rows) * cy, len(chunk_cols) * cx), dtype=self.dtype)
-        key = f"{self.array_url}/c/{int(sample)}/0/0/0"
-        if self._fs is None:
-            try:
-                fd = os.open(key, os.O_RDONLY)
-            except FileNotFoundError:
-                out[...] = self.fill_value
-                return out
-            try:
-                size = os.fstat(fd).st_size
-                raw_index = os.pread(fd, self._index_nbytes, size - self._index_nbytes)
-                index = np.frombuffer(raw_index, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))
-                for i, r in enumerate(chunk_rows):
-                    for j, c in enumerate(chunk_cols):
-                        off, nb = index[r, c]
-                        dst = out[:, i * cy : (i + 1) * cy, j * cx : (j + 1) * cx]
-                        if off == _EMPTY:
-                            dst[...] = self.fill_value
-                            continue
-                        buf = self._decode(os.pread(fd, int(nb), int(off)))
-                        dst[...] = np.frombuffer(buf, self.dtype).reshape(C, cy, cx)
-            finally:
-                os.close(fd)
-            return out
-        fs = self._fs
-        if not fs.exists(key):
-            out[...] = self.fill_value
-            return out
-        size = fs.size(key)
-        raw_index = fs.cat_file(key, start=size - self._index_nbytes, end=size)
-        index = np.frombuffer(raw_index, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))
-        for i, r in enumerate(chunk_rows):
-            for j, c in enumerate(chunk_cols):
-                off, nb = index[r, c]
-                dst = out[:, i * cy : (i + 1) * cy, j * cx : (j + 1) * cx]
-                if off == _EMPTY:
-                    dst[...] = self.fill_value
-                    continue
-                buf = self._decode(fs.cat_file(key, start=int(off), end=int(off + nb)))
-                dst[...] = np.frombuffer(buf, self.dtype).reshape(C, cy, cx)
-        return out
+        blocks = self.read_blocks(sample, chunk_rows, chunk_cols)  # (R, Cc, C, cy, cx)
+        R, K, C, cy, cx = blocks.shape
+        return blocks.transpose(2, 0, 3, 1, 4).reshape(C, R * cy, K * cx)
