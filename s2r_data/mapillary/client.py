@@ -45,7 +45,6 @@ __all__ = [
     "ImageInvalidError",
     "ImageStaleError",
     "validate_jpeg",
-    "file_sha256",
 ]
 
 log = logging.getLogger("s2r_data.mapillary")
@@ -95,14 +94,6 @@ def validate_jpeg(path: Path, *, require_2to1: bool) -> tuple[int, int]:
     if require_2to1 and w != 2 * h:
         raise ImageInvalidError(f"{path.name}: {w}x{h} is not 2:1", reason=f"not_2to1: image {w}x{h}")
     return w, h
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class MapillaryClient:

@@ -23,13 +23,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from ..checksums import file_sha256
 from ..cities import CityConfig
 from ..tiles import parse_tile_id, tiles_for_polygon
 from .client import (
     ImageInvalidError,
     ImageStaleError,
     MapillaryClient,
-    file_sha256,
     validate_jpeg,
 )
 from .config import GRAPH_FIELDS, HarvestConfig
@@ -49,7 +49,7 @@ from .table import (
     write_table,
 )
 
-__all__ = ["HarvestReport", "harvest_city", "harvest_tiles", "resolve_token", "TOKEN_ENV", "IMAGES_DIR"]
+__all__ = ["HarvestReport", "harvest_city", "harvest_tiles", "resolve_token", "tile_part_complete", "TOKEN_ENV", "IMAGES_DIR"]
 
 log = logging.getLogger("s2r_data.mapillary")
 TOKEN_ENV = "MAPILLARY_TOKEN"

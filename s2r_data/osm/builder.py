@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+from ..checksums import file_sha256
 from ..cities import CityConfig
 from ..citymodel import CityModel, Mesh
 from ..frames import LocalFrame
@@ -65,14 +66,6 @@ class BuildConfig:
             raise ValueError(f"margin_m={self.margin_m} must be in [0, 50000] metres")
         if not (1.0 <= self.level_height_m <= 10.0):
             raise ValueError(f"level_height_m={self.level_height_m} must be in [1, 10] metres")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _resolve_osm_path(city: CityConfig, osm_path: Path | None) -> Path:
@@ -336,7 +329,7 @@ def build_city_model(
     """
     config = BuildConfig(margin_m=margin_m, level_height_m=level_height_m)
     path = _resolve_osm_path(city, None if osm_path is None else Path(osm_path))
-    return _build(city, path, _sha256(path), config)
+    return _build(city, path, file_sha256(path), config)
 
 
 def _cached_key(model_path: Path) -> str | None:
@@ -361,7 +354,7 @@ def build_or_load_city_model(
     atomically (with ``summary.json``). Returns the model path."""
     config = BuildConfig(margin_m=margin_m, level_height_m=level_height_m)
     path = _resolve_osm_path(city, None if osm_path is None else Path(osm_path))
-    sha = _sha256(path)
+    sha = file_sha256(path)
     model_path = Path(out_dir) / MODEL_FILENAME
     if not force and model_path.is_file() and _cached_key(model_path) == cache_key(city, sha, config):
         log.info("reusing %s (same source, builder and settings)", model_path)

@@ -20,7 +20,7 @@ from s2r_data.mapillary import (
     resolve_token,
     tile_part_path,
 )
-from s2r_data.mapillary.client import file_sha256
+from s2r_data.checksums import file_sha256
 from s2r_data.mapillary.ratelimit import max_rate_ratio
 from s2r_data.mapillary.replay import FaultConfig
 from s2r_data.mapillary.sample_content import placeholder_jpeg
