@@ -110,18 +110,19 @@ class ShardedArrayReader:
 
     # -- reads -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _open_shard(self, sample: int) -> Iterator[tuple[np.ndarray, Callable[[int, int], bytes]] | None]:
+    def _open_shard(self, sample: int) -> Iterator[tuple[np.ndarray, Callable[[int, int], bytes] | None]]:
         """One sample's shard: yields (index (gy, gx, 2) of (offset, nbytes), pread(offset,
-        nbytes) → bytes), or None when the shard does not exist (all chunks read as fill)."""
+        nbytes) → bytes). A missing shard yields an index of empty chunks (read as fill, no pread)."""
         if not self.supported:
             raise RuntimeError(f"{self.array_url}: {self.reason}")
         key = f"{self.array_url}/c/{int(sample)}/0/0/0"
         parse = lambda raw: np.frombuffer(raw, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))  # noqa: E731
+        missing = (np.full(self.grid_hw + (2,), _EMPTY, dtype="<u8"), None)
         if self._fs is None:
             try:
                 fd = os.open(key, os.O_RDONLY)
             except FileNotFoundError:
-                yield None
+                yield missing
                 return
             try:
                 size = os.fstat(fd).st_size
@@ -133,7 +134,7 @@ class ShardedArrayReader:
             return
         fs = self._fs
         if not fs.exists(key):
-            yield None
+            yield missing
             return
         size = fs.size(key)
         yield parse(fs.cat_file(key, start=size - self._index_nbytes, end=size)), (
@@ -152,11 +153,7 @@ class ShardedArrayReader:
         (no re-assembly copy). Missing chunks/shards read as the fill value."""
         C, (cy, cx) = self.shape[1], self.chunk_hw
         out = np.empty((len(chunk_rows), len(chunk_cols), C, cy, cx), dtype=self.dtype)
-        with self._open_shard(sample) as shard:
-            if shard is None:
-                out[...] = self.fill_value
-                return out
-            index, pread = shard
+        with self._open_shard(sample) as (index, pread):
             for i, r in enumerate(chunk_rows):
                 for j, c in enumerate(chunk_cols):
                     off, nb = index[r, c]
@@ -176,11 +173,7 @@ class ShardedArrayReader:
         y0, y1, x0, x1 = box
         out = np.empty((C, y1 - y0, x1 - x0), dtype=self.dtype)
         scratch = np.empty((C, cy, cx), dtype=self.dtype)
-        with self._open_shard(sample) as shard:
-            if shard is None:
-                out[...] = self.fill_value
-                return out
-            index, pread = shard
+        with self._open_shard(sample) as (index, pread):
             for i, r in enumerate(chunk_rows):
                 ry0, ry1 = max(y0, i * cy), min(y1, (i + 1) * cy)
                 if ry0 >= ry1:
