@@ -24,12 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2r_data.atomic import atomic_path
-from s2r_train.data import decode_batch
 from s2r_data.equirect import bearing_to_pixel
 
 from .checkpoint import load_checkpoint
 from .conditioning import R_pano_to_crop_opensfm, condition_from_batch, encode_condition, sim_from_render_passes
 from .config import Config, ConditioningConfig
+from .data import decode_batch
 from .models import build_networks
 
 __all__ = [

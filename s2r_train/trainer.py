@@ -449,9 +449,12 @@ class Trainer:
             real = real.contiguous(memory_format=torch.channels_last)
         return cond, real, weight
 
-    def _guarded_update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        params: list[nn.Parameter]) -> bool:
-        """Backward was done; step if loss and grads are finite on every rank. True if stepped."""
+    def _backward_and_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                           params: list[nn.Parameter]) -> bool:
+        """Zero grads, backward, then step only if loss and grads are finite on every rank.
+        True if stepped."""
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
         scaler.unscale_(opt)
         loss_ok = bool(torch.isfinite(loss.detach()).item())
         norm = _grad_norm(params)
@@ -538,9 +541,7 @@ class Trainer:
                 d_out = self.D(torch.cat([torch.cat([cond, fake.detach().to(cond.dtype)], 1), real_pair], 0))
             d_fake, d_real = _split_d(d_out, n)
             loss_d = t.lambda_gan * d_adversarial_loss(d_real, d_fake, t.gan_loss)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler_d.scale(loss_d).backward()
-            d_ok = self._guarded_update(loss_d, self.opt_d, self.scaler_d, list(self.D_raw.parameters())) and d_ok
+            d_ok = self._backward_and_step(loss_d, self.opt_d, self.scaler_d, list(self.D_raw.parameters())) and d_ok
         acc_r, acc_f = discriminator_accuracy(d_real, d_fake, threshold=0.5 if t.gan_loss == "ls" else 0.0)
         stats.update(loss_d=float(loss_d.detach()), d_acc_real=acc_r, d_acc_fake=acc_f)
 
@@ -558,9 +559,7 @@ class Trainer:
         if mu is not None:
             terms["g_kl"] = t.lambda_kl * kl_loss(mu, logvar)
         loss_g = sum(terms.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss_g).backward()
-        g_ok = self._guarded_update(loss_g, self.opt_g, self.scaler_g, list(self.G_raw.parameters()))
+        g_ok = self._backward_and_step(loss_g, self.opt_g, self.scaler_g, list(self.G_raw.parameters()))
         if g_ok:
             self._update_ema()
         self.opt_d.zero_grad(set_to_none=True)  # drop D grads from the G backward
@@ -586,9 +585,7 @@ class Trainer:
             fa, ra = _split_d(d_a, cond.shape[0])
             fb, rb = _split_d(d_b, real.shape[0])
             loss_d = t.lambda_gan * (d_adversarial_loss(ra, fa, t.gan_loss) + d_adversarial_loss(rb, fb, t.gan_loss))
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler_d.scale(loss_d).backward()
-            d_ok = self._guarded_update(loss_d, self.opt_d, self.scaler_d, list(self.D_raw.parameters())) and d_ok
+            d_ok = self._backward_and_step(loss_d, self.opt_d, self.scaler_d, list(self.D_raw.parameters())) and d_ok
         acc_r, acc_f = discriminator_accuracy(rb, fb, threshold=0.5 if t.gan_loss == "ls" else 0.0)
         stats.update(loss_d=float(loss_d.detach()), d_acc_real=acc_r, d_acc_fake=acc_f)
         with self._autocast():
@@ -606,9 +603,7 @@ class Trainer:
         if self.perceptual is not None:
             terms["g_vgg"] = t.lambda_vgg * self.perceptual(out["fake_real"], real)
         loss_g = sum(terms.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss_g).backward()
-        g_ok = self._guarded_update(loss_g, self.opt_g, self.scaler_g, list(self.G_raw.parameters()))
+        g_ok = self._backward_and_step(loss_g, self.opt_g, self.scaler_g, list(self.G_raw.parameters()))
         if g_ok:
             self._update_ema()
         self.opt_d.zero_grad(set_to_none=True)
