@@ -7,8 +7,9 @@
    piecewise-constant DiffCol/labels, smooth normals and depth, photo-like RGB with texture and
    noise) written with each candidate; bytes/sample (all arrays incl. the level-1 pyramid), write
    time, whole-sample read time (zarr) and single-process crop time (PanoCropDataset).
-2. Throughput: 256×256 crops/s through a torch DataLoader with 2 workers (batch 16), ours vs a
-   baseline doing what the thesis did — decompress the whole panorama from an .npz, build the
+2. Throughput: 256×256 crops/s through a torch DataLoader with 2 workers (batch 16), ours (the
+   trainer's ``make_dataloader``: workers build whole batches; also per-item loading + collation)
+   vs a baseline doing what the thesis did — decompress the whole panorama from an .npz, build the
    sampling map per sample, ``grid_sample`` on the CPU — measured in the same run.
 
 Writes benchmarks/results/loader.json. Timings are wall-clock; the script records the load
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from s2r_data.store import CodecChoice, DatasetWriter, open_dataset  # noqa: E402
 from s2r_data.store.synthetic import synthetic_panorama, synthetic_pose  # noqa: E402
 from s2r_train import crops  # noqa: E402
-from s2r_train.data import CropConfig, PanoCropDataset, decode_batch  # noqa: E402
+from s2r_train.data import CropConfig, PanoCropDataset, decode_batch, make_dataloader  # noqa: E402
 
 CANDIDATES = [  # (name, codec, inner chunk side); the first is the store's default
     ("blosc-lz4-shuffle", CodecChoice("lz4", 5, "shuffle"), 256),
@@ -82,12 +83,18 @@ class ThesisBaselineDataset(torch.utils.data.Dataset):
         return {"sim": out[:7], "real": out[7:], "label": lab[0].long()}
 
 
-def _loader_rate(dataset, *, workers: int, batch: int, seconds: float, min_batches: int, warmup: int, decode=None) -> dict:
+def _loader_rate(dataset, *, workers: int, batch: int, seconds: float, min_batches: int, warmup: int, decode=None,
+                 batched_workers: bool = False) -> dict:
     """Crops/s delivered to the main process; ``decode`` (if given) runs there on every batch,
-    as the trainer would (it decodes compact items on its device; here the CPU, conservatively)."""
+    as the trainer would (it decodes compact items on its device; here the CPU, conservatively).
+    ``batched_workers``: the trainer's loader (``make_dataloader``: each worker builds whole
+    batches in shared memory); else a plain DataLoader (per-item ``__getitem__`` + collation)."""
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**7)
     kw = {"multiprocessing_context": "forkserver", "persistent_workers": True, "prefetch_factor": 4} if workers else {}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, **kw)
+    if batched_workers:
+        loader = make_dataloader(dataset, batch_size=batch, num_workers=workers, sampler=sampler, **kw)
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, **kw)
     it = iter(loader)
     for _ in range(warmup):
         next(it)
@@ -191,7 +198,9 @@ def main(argv=None) -> int:
     base_ms, base_cpu_ms = (time.perf_counter() - t) / m * 1e3, (time.process_time() - c0) / m * 1e3
     print("DataLoader runs …")
     r_ours = _loader_rate(ours, workers=args.workers, batch=args.batch, seconds=args.seconds, min_batches=5, warmup=3,
-                          decode=decode_batch)
+                          decode=decode_batch, batched_workers=True)
+    r_items = _loader_rate(ours, workers=args.workers, batch=args.batch, seconds=args.seconds, min_batches=5, warmup=3,
+                           decode=decode_batch)
     r_base = _loader_rate(base, workers=args.workers, batch=min(args.batch, 4), seconds=args.seconds, min_batches=3, warmup=1)
     speedup = r_ours["crops_per_s"] / r_base["crops_per_s"]
 
@@ -214,10 +223,12 @@ def main(argv=None) -> int:
         "cpu_speedup_vs_thesis_baseline": round(cpu_speedup, 1),
         "estimated_crops_per_s_2_idle_cores": round(2000.0 / chosen["crop_cpu_ms_1proc"], 0),
         "chosen_store": CHOSEN,
-        "items": "compact (float16 sim, uint8 photo/label/masks, as the trainer loads them), decoded to float32 in the main process",
+        "items": "compact (float16 sim, uint8 photo/label/valid, as the trainer loads them), decoded to float32 in the main process",
+        "loader": "make_dataloader: each worker builds whole batches in shared memory (PanoCropDataset.get_batch)",
+        "crops_per_s_2_workers_per_item_collate": r_items["crops_per_s"],
         "targets": {"speedup_vs_thesis_baseline": 10, "crops_per_s_2_workers": 300},
         "codec_table": table,
-        "loader": {"ours": r_ours, "thesis_baseline": r_base},
+        "loader_runs": {"ours": r_ours, "ours_per_item_collate": r_items, "thesis_baseline": r_base},
         "config": {"height": H, "width": W, "n_panoramas": args.n, "out": args.out, "workers": args.workers,
                    "batch": args.batch, "crop": crop.to_dict()},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
@@ -232,6 +243,7 @@ def main(argv=None) -> int:
     print()
     print(f"{'loader':28s} {'crops/s':>9s}")
     print(f"{'ours (' + str(args.workers) + ' workers)':28s} {r_ours['crops_per_s']:9.1f}")
+    print(f"{'ours, per-item + collate':28s} {r_items['crops_per_s']:9.1f}")
     print(f"{'thesis baseline':28s} {r_base['crops_per_s']:9.1f}")
     print(f"speedup {speedup:.1f}× (target ≥ 10×), {r_ours['crops_per_s']:.0f} crops/s (target ≥ 300)")
     print(f"CPU per crop: ours {chosen['crop_cpu_ms_1proc']:.2f} ms, thesis {base_cpu_ms:.1f} ms → {cpu_speedup:.1f}×; "

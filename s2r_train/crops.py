@@ -22,10 +22,10 @@ the level's size). :func:`pyramid_level` picks the level whose pixel angular siz
 crop's mean pixel (OpenGL ``LINEAR_MIPMAP_NEAREST``: round(log2 footprint)), so minified crops
 are sampled from a pre-filtered image instead of aliasing.
 
-Samplers: one map for every channel. CPU workers: :func:`remap_bilinear` (OpenCV ``remap``, HWC,
-any channel count; :func:`fixed_point_maps` shares one map conversion between calls) and nearest
-neighbour for labels/masks; :func:`sample_bilinear_numpy`
-/ :func:`sample_nearest` are the pure-numpy references. GPU / batches: :func:`crop_batch_torch`
+Samplers: one map for every channel. CPU workers: :func:`crop_grid` (the map in the pixel
+coordinates of the chunk region to read, plus that region's :class:`RegionPlan`), then the fused
+kernel :func:`s2r_train.crop_kernel.sample_crop`; :func:`sample_bilinear_numpy` /
+:func:`sample_nearest` are the pure-numpy references. GPU / batches: :func:`crop_batch_torch`
 (whole panoramas on the device; :func:`perspective_map_torch`, :func:`sample_bilinear_torch`,
 :func:`sample_nearest_torch`).
 """
@@ -45,12 +45,11 @@ __all__ = [
     "crop_rays",
     "perspective_map",
     "perspective_map_torch",
-    "perspective_map_cpu",
     "pyramid_level",
     "RegionPlan",
     "plan_region",
-    "fixed_point_maps",
-    "remap_bilinear",
+    "plan_region_from_border",
+    "crop_grid",
     "sample_bilinear_numpy",
     "sample_nearest",
     "nearest_index",
@@ -212,29 +211,6 @@ def _pixel_offsets_torch(out_h: int, out_w: int):
     return xs, ys
 
 
-def perspective_map_cpu(
-    yaw_deg: float, pitch_deg: float, fov_deg: float, out_hw: tuple[int, int], pano_hw: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fast single-view fp32 (px, py) for CPU data workers: :func:`perspective_map`'s maths with
-    torch's vectorised atan2 (≈3× numpy's); tested equal to it."""
-    import torch
-
-    out_h, out_w = out_hw
-    pano_h, pano_w = pano_hw
-    R = crop_rotation(yaw_deg, pitch_deg)
-    f = _focal_px(fov_deg, out_w)
-    xs, ys = _pixel_offsets_torch(out_h, out_w)
-    xs, ys = xs / f, ys / f
-    dx = xs * float(R[0, 0]) + (ys * float(R[0, 1]) + float(R[0, 2]))
-    dy = xs * float(R[1, 0]) + (ys * float(R[1, 1]) + float(R[1, 2]))
-    dz = xs * float(R[2, 0]) + (ys * float(R[2, 1]) + float(R[2, 2]))
-    two_pi = 2.0 * math.pi
-    px = torch.atan2(dx, dz).mul_(pano_w / two_pi).add_((pano_w - 1) / 2.0 + 0.5)
-    px = torch.remainder(px, pano_w).sub_(0.5)
-    py = torch.atan2(dy.neg_(), torch.hypot(dx, dz)).mul_(-pano_w / two_pi).add_((pano_h - 1) / 2.0)
-    return px.numpy(), py.numpy()
-
-
 def pyramid_level(fov_deg: float, out_w: int, pano_w: int, n_levels: int) -> int:
     """Level k ∈ [0, n_levels] whose pixel size best matches the crop's pixels:
     k = clamp(round(log2(footprint)), 0, n_levels), footprint = mean crop-pixel angle
@@ -253,9 +229,9 @@ class RegionPlan:
     """Which inner chunks to read for a map, and how to turn map coordinates into region ones.
 
     The chunks (rows × cols, in reading order) form a region of ``region_hw`` pixels whose row 0
-    is image row ``y_origin`` and column 0 image column ``x_origin`` (negative when it wraps the
-    seam). ``bbox = (y0, y1, x0, x1)`` (region coordinates) is the tight box of every bilinear tap;
-    :meth:`local` gives region coordinates."""
+    is image row ``y_origin`` and column 0 image column ``x_origin`` ∈ [0, W) (the region may
+    continue across the seam). ``bbox = (y0, y1, x0, x1)`` (region coordinates) is the tight box
+    of every bilinear tap; :meth:`local` gives region coordinates."""
 
     chunk_rows: tuple[int, ...]
     chunk_cols: tuple[int, ...]  # in reading order; may wrap the seam or repeat column 0
@@ -292,10 +268,16 @@ def plan_region(px: np.ndarray, py: np.ndarray, image_hw: tuple[int, int], chunk
     Only the map's border is inspected: on the sphere, latitude and longitude have no interior
     extrema except at the poles, and a pole inside the view shows up as the border's longitude
     winding once around (then every column is needed and the pole's row is the extreme)."""
+    return plan_region_from_border(_boundary_loop(px), _boundary_loop(py), image_hw, chunk_hw)
+
+
+def plan_region_from_border(bx: np.ndarray, by: np.ndarray, image_hw: tuple[int, int], chunk_hw: tuple[int, int]) -> RegionPlan:
+    """:func:`plan_region` from the map's border loop alone (top → right → bottom → left, as
+    :func:`_boundary_loop` orders it); ``bx`` may be unwrapped or wrapped (only its steps modulo W
+    and its first value modulo W matter)."""
     H, W = image_hw
     cy, cx = chunk_hw
     n_cols = W // cx
-    bx, by = _boundary_loop(px), _boundary_loop(py)
     d = np.remainder(np.diff(bx, append=bx[:1]) + W / 2.0, W) - W / 2.0  # wrapped steps along the loop
     pole_inside = abs(float(d.sum())) > W / 2.0
     y_min, y_max = float(by.min()), float(by.max())
@@ -317,28 +299,71 @@ def plan_region(px: np.ndarray, py: np.ndarray, image_hw: tuple[int, int], chunk
         return RegionPlan(rows, cols, r0 * cy, 0, True, (by0, by1, 0, W + 1), len(rows) * cy, len(cols) * cx)
     c0, c1 = x_lo // cx, x_hi // cx  # floor division: c0 may be negative (wraps)
     cols = tuple(c % n_cols for c in range(c0, c1 + 1))
-    return RegionPlan(rows, cols, r0 * cy, c0 * cx, False, (by0, by1, x_lo - c0 * cx, x_hi - c0 * cx + 1), len(rows) * cy, len(cols) * cx)
+    box = (by0, by1, x_lo - c0 * cx, x_hi - c0 * cx + 1)
+    # x_origin modulo W: the same region whichever border point the unwrapping started from
+    return RegionPlan(rows, cols, r0 * cy, (c0 % n_cols) * cx, False, box, len(rows) * cy, len(cols) * cx)
 
 
-def fixed_point_maps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV's fixed-point form of a float32 map (``convertMaps`` → CV_16SC2 integer taps +
-    CV_16UC1 1/32-px fractions). ``remap`` converts float maps to exactly this internally, so
-    sampling with it is bit-identical; compute it once to share it between several remaps."""
-    import cv2
-
-    return cv2.convertMaps(np.asarray(x, np.float32), np.asarray(y, np.float32), cv2.CV_16SC2)
+def _border_loop_torch(t) -> np.ndarray:
+    """:func:`_boundary_loop` of an (h, w) torch tensor (float64 numpy)."""
+    return np.concatenate(
+        [t[0, :].numpy(), t[1:, -1].numpy(), t[-1, :-1].flip(0).numpy(), t[1:-1, 0].flip(0).numpy()]
+    ).astype(np.float64)
 
 
-def remap_bilinear(image_hwc: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-    """Bilinear sampling (OpenCV ``remap``) of a C-contiguous (H, W, C) or (H, W) uint8/float32
-    image at coordinates (x, y) (h, w) float32 — or at a :func:`fixed_point_maps` pair (same
-    result) — → (h, w, C). Any channel count (OpenCV's generic path above 4: one 8-channel call
-    costs ~60 % of two 4-channel ones). Taps outside replicate the edge (callers keep maps inside:
-    :class:`RegionPlan`)."""
-    import cv2
+def crop_grid(
+    yaw_deg: float,
+    pitch_deg: float,
+    fov_deg: float,
+    out_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    chunk_hw: tuple[int, int],
+    *,
+    flip: bool = False,
+) -> tuple[RegionPlan, np.ndarray, np.ndarray]:
+    """The CPU loader's sampling map: (:class:`RegionPlan`, x, y) where x, y (h, w) float32 are
+    pixel coordinates in the plan's tap box ``bbox`` (column x0 / row y0 of the chunk region =
+    0) — i.e. :meth:`RegionPlan.local` of :func:`perspective_map`'s (px, py) minus the box origin
+    (tested equal), except that rows are not clamped (samplers clamp to the box, which
+    :meth:`RegionPlan.local` does too). ``flip`` mirrors the crop left↔right (the map of column
+    j is that of column w−1−j, bit for bit).
 
-    out = cv2.remap(image_hwc, x, y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(out.shape[0], out.shape[1], -1)
+    Organised for speed (fp32, torch's vectorised atan2): ``R_crop_to_pano = R_y(yaw)·R_x(pitch)``
+    and a rotation about the panorama's vertical only adds ``yaw`` to the longitude, so the rays
+    are rotated by R_x(pitch) alone — whose y and z depend only on the row — leaving two atan2 and
+    one hypot over the crop; the region is planned from the map's border
+    (:func:`plan_region_from_border`)."""
+    import torch
+
+    out_h, out_w = out_hw
+    H, W = image_hw
+    if W != 2 * H:
+        raise ValueError(f"equirectangular images are 2:1; got {H}×{W}")
+    f = _focal_px(fov_deg, out_w)
+    xs, ys = _pixel_offsets_torch(out_h, out_w)  # (1, w), (h, 1): pixel offsets from the centre
+    xs, ys = xs * (1.0 / f), ys * (1.0 / f)
+    p = math.radians(pitch_deg)
+    cp, sp = math.cos(p), math.sin(p)
+    up = ys * (-cp) + sp  # −y of R_x(pitch)·ray, (h, 1)
+    fwd = ys * sp + cp  # z of R_x(pitch)·ray, (h, 1)
+    lon = torch.atan2(xs, fwd)  # (h, w), longitude before the yaw
+    lat = torch.atan2(up, torch.hypot(xs, fwd))  # (h, w); atan2 only: finite everywhere
+    if flip:  # mirror the map itself (not the offsets): flipped crops are bit-exact mirrors
+        lon, lat = lon.flip(1), lat.flip(1)
+    s = W / (2.0 * math.pi)  # px per radian
+    px0 = math.radians(yaw_deg) * s + (W - 1) / 2.0  # px = lon·s + px0
+    py0 = (H - 1) / 2.0  # py = −lat·s + py0
+    bx = np.remainder(_border_loop_torch(lon) * s + px0 + 0.5, W) - 0.5
+    by = _border_loop_torch(lat) * (-s) + py0
+    plan = plan_region_from_border(bx, by, image_hw, chunk_hw)
+    y0, _, x0, _ = plan.bbox
+    x = lon.mul_(s).add_(px0 - plan.x_origin)
+    bx_region = _border_loop_torch(x)
+    if not (bx_region.min() >= 0.0 and bx_region.max() < W):  # the seam is in view (longitude has no
+        torch.remainder(x, W, out=x)  # interior extrema without a pole): region x is px − origin mod W
+    x.sub_(x0)
+    y = lat.mul_(-s).add_(py0 - plan.y_origin - y0)
+    return plan, x.numpy(), y.numpy()
 
 
 def sample_bilinear_numpy(image_chw: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:

@@ -6,16 +6,18 @@ through every augmentation:
 
 * ``sim``   float32 (7, h, w): DiffCol [0, 1] (3), world normal in ``local_m`` [−1, 1] (3, unit
   length, 0 on sky), depth mapped to [0, 1] by the FIXED range ``depth_range_m`` (clipped; sky 0);
-* ``real``  float32 (3, h, w) in [−1, 1];
+* ``real``  float32 (3, h, w) in [−1, 1] (bilinear samples rounded to the photo's 8-bit grid);
 * ``label`` int64 (h, w) class index (nearest neighbour); ``sky`` float32 (1, h, w) = label 0;
   ``valid`` float32 (1, h, w) photo-valid mask (nearest);
-* ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, R_world_to_cam_opensfm, level (pyramid level
-  sampled), redraws (non-finite re-draws for this item).
+* ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, R_world_to_cam_opensfm,
+  level (pyramid level sampled), redraws (non-finite re-draws for this item).
 
-Sampling (``s2r_train.crops``): the pyramid level matching the crop's pixel size; only the inner
-chunks under the map are read (direct shard reads); bilinear for continuous channels; normals and
-depth are interpolated over non-sky taps only (normalised weights: no half-depth halo at
-skylines); nearest for label and masks.
+Sampling: the pyramid level matching the crop's pixel size; only the inner chunks under the map
+are read (direct shard reads, cut to the taps' box); one map for every channel
+(:func:`s2r_train.crops.crop_grid`), sampled by one fused kernel
+(:func:`s2r_train.crop_kernel.sample_crop`): bilinear for the continuous channels, nearest for
+label and mask; normals and depth are interpolated over non-sky taps only (normalised weights:
+no half-depth halo at skylines).
 
 Horizontal flip: drawn ONCE per item and applied to every channel by mirroring the sampling map
 (the thesis drew it separately for photo and render). Normals follow the mirrored-world
@@ -24,12 +26,16 @@ plane ⟂ the crop camera's right axis (in ``local_m``, from the sample's pose),
 exactly what a camera would see in the mirrored world.
 
 Compact items (``compact=True``, what the trainer uses): the same values in smaller dtypes so
-worker → main-process transfer (collation into shared memory) costs half: ``sim`` float16,
-``real`` uint8 [0, 255], ``label``/``sky``/``valid`` uint8. :func:`decode_batch` turns a batch
-into the float layout above, on the training device (one cheap pass on the GPU).
+worker → main-process transfer (shared memory) costs a third: ``sim`` float16,
+``real`` uint8 [0, 255], ``label``/``valid`` uint8, no ``sky`` (it is ``label == 0``).
+:func:`decode_batch` turns a batch into the float layout above, on the training device (one
+cheap pass on the GPU).
 
 Workers: the dataset pickles without open handles (the store is opened lazily per process), so
 ``num_workers > 0`` works with ``spawn``/``forkserver`` (:func:`make_dataloader` uses forkserver).
+``dataset[list_of_indices]`` returns a whole collated batch built in place
+(:meth:`PanoCropDataset.get_batch`, shared memory in a worker); :func:`make_dataloader` feeds the
+workers such index lists, which saves the per-item tensors and the collation copy.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch.utils.data
@@ -47,6 +53,7 @@ from s2r_data.store import open_dataset
 from s2r_data.store.reader import DatasetReader
 
 from . import crops
+from .crop_kernel import sample_crop
 from .crops import CropConfig
 
 __all__ = ["CropConfig", "CropView", "PanoCropDataset", "NonFiniteCropError", "decode_batch", "make_dataloader", "SPLITS"]
@@ -143,12 +150,6 @@ class PanoCropDataset(torch.utils.data.Dataset):
 
     def _open(self) -> DatasetReader:
         if self._reader is None:
-            try:
-                import cv2
-
-                cv2.setNumThreads(1)
-            except ImportError:  # pragma: no cover - cv2 is a train dependency
-                pass
             from numcodecs import blosc
 
             blosc.set_nthreads(1)
@@ -175,12 +176,29 @@ class PanoCropDataset(torch.utils.data.Dataset):
         return CropView(yaw, pitch, fov, flip)
 
     # -- items -------------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | Sequence[int]) -> dict[str, Any]:
+        """One item; or, for a sequence of indices (a ``BatchSampler`` with ``batch_size=None``,
+        as :func:`make_dataloader` sets up), the already-collated batch (:meth:`get_batch`)."""
+        if isinstance(index, (int, np.integer)):
+            return self._draw_item(int(index), None)
+        return self.get_batch(index)
+
+    def get_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The items of ``indices`` collated exactly as ``default_collate`` would, but written
+        straight into the batch tensors — in a DataLoader worker these are allocated in shared
+        memory (as ``default_collate`` does), so no per-item tensors and no stacking copy."""
+        torch = _torch()
+        shared = torch.utils.data.get_worker_info() is not None
+        out = self._empty_item(len(indices), shared=shared)
+        metas = [self._draw_item(int(i), {k: t[b] for k, t in out.items()})["meta"] for b, i in enumerate(indices)]
+        return {**out, "meta": torch.utils.data.default_collate(metas)}
+
+    def _draw_item(self, index: int, out: dict[str, Any] | None) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         for attempt in range(self.crop.max_redraws + 1):
             view = self.draw_view(index, attempt)
-            item = self.crop_view(index, view)
+            item = self.crop_view(index, view, out=out)
             if item is not None:
                 item["meta"]["redraws"] = attempt
                 return item
@@ -191,85 +209,63 @@ class PanoCropDataset(torch.utils.data.Dataset):
             f"`python -m s2r_data.store verify {self.url}`"
         )
 
-    def crop_view(self, index: int, view: CropView) -> dict[str, Any] | None:
-        """The item for an explicit view, or None if the sampled values are not all finite."""
-        import cv2
+    def _empty_item(self, batch: int | None, *, shared: bool = False) -> dict[str, Any]:
+        """Uninitialised item tensors (with a leading batch dimension if ``batch`` is given)."""
+        torch = _torch()
+        n = self.crop.out_size
+        if self.compact:
+            spec = {"sim": ((7, n, n), torch.float16), "real": ((3, n, n), torch.uint8),
+                    "label": ((n, n), torch.uint8), "valid": ((1, n, n), torch.uint8)}
+        else:
+            spec = {"sim": ((7, n, n), torch.float32), "real": ((3, n, n), torch.float32),
+                    "label": ((n, n), torch.int64), "sky": ((1, n, n), torch.float32),
+                    "valid": ((1, n, n), torch.float32)}
+        lead = () if batch is None else (batch,)
+        return {k: _empty_tensor(lead + shape, dtype, shared=shared) for k, (shape, dtype) in spec.items()}
 
+    def crop_view(self, index: int, view: CropView, *, out: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The item for an explicit view, or None if the sampled values are not all finite.
+        ``out``: tensors to write the item into (one slot of a batch; default: new ones)."""
         torch = _torch()
         reader = self._open()
         c = self.crop
-        H0, W0 = self.pano_hw
-        level = crops.pyramid_level(view.fov_deg, c.out_size, W0, self.levels) if self.levels else 0
-        H, W = H0 >> level, W0 >> level
-        px, py = crops.perspective_map_cpu(view.yaw_deg, view.pitch_deg, view.fov_deg, (c.out_size, c.out_size), (H, W))
-        if view.flip:  # mirror the map: every channel flips together
-            px, py = px[:, ::-1], py[:, ::-1]
-        row = int(self._rows[index])
-        plan = crops.plan_region(px, py, (H, W), reader.chunk_shape("sim", level))
-        x, y = plan.local(px, py, W)
-        y0, y1, x0, x1 = plan.bbox  # the taps' box inside the chunk region
-        x -= x0
-        y -= y0
-
-        def planes(array: str) -> np.ndarray:  # only the inner chunks under the map, cut to the taps
-            return reader.read_box(row, array, level, plan.chunk_rows, plan.chunk_cols, plan.bbox)
-
-        sim16, label_r, real_r, mask_r = planes("sim"), planes("label"), planes("real"), planes("mask")
-        # planar float16 → float32 (the only dtype conversion; contiguous, vectorised), then ONE
-        # interleaved 8-channel HWC image: DiffCol (3), normal (3), depth, non-sky weight (normal
-        # and depth are 0 on sky, i.e. already pre-multiplied by the weight) — one remap call
-        # (OpenCV's generic n-channel path: ~60 % of the time of two 4-channel calls)
-        f = torch.from_numpy(sim16).to(torch.float32).numpy()
-        nonsky = np.not_equal(label_r[0], 0).astype(np.float32)
-        src = cv2.merge([f[0], f[1], f[2], f[3], f[4], f[5], f[6], nonsky])  # (h, w, 8)
-        # the map in fixed point once for both bilinear remaps (bit-identical: OpenCV converts
-        # float maps to exactly this, 1/32 px, on every call)
-        m1, m2 = crops.fixed_point_maps(x, y)
-        out8 = crops.remap_bilinear(src, m1, m2)  # (oh, ow, 8)
-        out_real = crops.remap_bilinear(cv2.merge([real_r[0], real_r[1], real_r[2]]), m1, m2)  # (oh, ow, 3) u8
-        # nearest neighbour for the label and the photo-valid mask (float maps: OpenCV rounds to
-        # the closest tap)
-        lv = cv2.remap(cv2.merge([label_r[0], mask_r[1]]), x, y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        label, valid = lv[:, :, 0], lv[:, :, 1]
-        if not np.isfinite(out8).all():
-            return None
-
         n = c.out_size
-        o = torch.from_numpy(out8).permute(2, 0, 1)  # (8, oh, ow) view: DiffCol, normal, depth, weight
-        keep = torch.from_numpy(label != 0).to(torch.float32)  # 0 on sky (nearest label)
-        sim = torch.empty((7, n, n), dtype=torch.float32)
-        torch.clamp(o[0:3], 0.0, 1.0, out=sim[0:3])
-        # normals: renormalise (undoes the sky taps' dilution and blends between faces); sky 0
-        nrm = o[3:6].contiguous()
-        inv_len = torch.rsqrt((nrm * nrm).sum(0).clamp_min_(1e-12)).mul_(keep)
-        torch.mul(nrm, inv_len, out=sim[3:6])
-        if view.flip:  # mirrored-world convention (crops.reflect_normals)
-            ax = crops.crop_right_axis_local(self._R[index], view.yaw_deg, view.pitch_deg)
-            dot = sim[3] * float(ax[0]) + sim[4] * float(ax[1]) + sim[5] * float(ax[2])
-            for ch in range(3):
-                sim[3 + ch].sub_(dot, alpha=2.0 * float(ax[ch]))
-        # depth: non-sky-weighted mean, mapped by the fixed range; sky 0
-        d0, d1 = self.depth_range_m
-        torch.div(o[6], o[7].clamp_min(1e-3), out=sim[6])
-        sim[6].sub_(d0).mul_(1.0 / (d1 - d0)).clamp_(0.0, 1.0).mul_(keep)
-        if self.compact:
-            tensors = {
-                "sim": sim.to(torch.float16),
-                "real": torch.from_numpy(out_real).permute(2, 0, 1).contiguous(),
-                "label": torch.from_numpy(np.ascontiguousarray(label)),
-                "sky": torch.from_numpy(np.equal(label, 0).astype(np.uint8))[None],
-                "valid": torch.from_numpy(np.ascontiguousarray(valid))[None],
-            }
+        H0, W0 = self.pano_hw
+        level = crops.pyramid_level(view.fov_deg, n, W0, self.levels) if self.levels else 0
+        H, W = H0 >> level, W0 >> level
+        # the map (flip = mirrored map: every channel flips together) and the chunks under it
+        plan, x, y = crops.crop_grid(
+            view.yaw_deg, view.pitch_deg, view.fov_deg, (n, n), (H, W), reader.chunk_shape("sim", level), flip=view.flip
+        )
+        row = int(self._rows[index])
+
+        def read(array: str, channels=None) -> np.ndarray:  # only the inner chunks under the map, cut to the taps' box
+            return reader.read_box(row, array, level, plan.chunk_rows, plan.chunk_cols, plan.bbox, channels=channels)
+
+        if out is None:
+            out = self._empty_item(None)
+        if self.compact:  # the kernel writes the uint8 slots directly; sim float32 → float16 after
+            sim, real, label, valid = torch.empty((7, n, n), dtype=torch.float32), out["real"], out["label"], out["valid"][0]
         else:
-            tensors = {
-                "sim": sim,
-                "real": torch.from_numpy(out_real).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 127.5).sub_(1.0).contiguous(),
-                "label": torch.from_numpy(label.astype(np.int64)),
-                "sky": (1.0 - keep)[None],
-                "valid": torch.from_numpy(valid).to(torch.float32)[None],
-            }
+            sim = out["sim"]
+            real, label, valid = (torch.empty(shape, dtype=torch.uint8) for shape in ((3, n, n), (n, n), (n, n)))
+        flip_axis = crops.crop_right_axis_local(self._R[index], view.yaw_deg, view.pitch_deg) if view.flip else None
+        ok = sample_crop(
+            x, y, read("sim"), read("real"), read("label")[0], read("mask", channels=(1,))[0],  # mask = (sky, valid)
+            depth_range_m=self.depth_range_m, flip_axis=flip_axis,
+            sim_out=sim.numpy(), real_out=real.numpy(), label_out=label.numpy(), valid_out=valid.numpy(),
+        )
+        if not ok:  # a NaN/Inf was sampled
+            return None
+        if self.compact:
+            out["sim"].copy_(sim)
+        else:
+            out["real"].copy_(_photo_to_float(real))
+            out["label"].copy_(label)
+            out["sky"][0].copy_(torch.eq(label, 0))
+            out["valid"][0].copy_(valid)
         return {
-            **tensors,
+            **out,
             "meta": {
                 "image_id": self.image_ids[index],
                 "index": int(index),
@@ -285,6 +281,22 @@ class PanoCropDataset(torch.utils.data.Dataset):
         }
 
 
+def _empty_tensor(shape: tuple[int, ...], dtype, *, shared: bool):
+    """``torch.empty``; ``shared``: in shared memory from the start, as ``default_collate`` allocates
+    batches in DataLoader workers (sending it to the main process then copies nothing)."""
+    torch = _torch()
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    proto = torch.empty(0, dtype=dtype)
+    storage = proto._typed_storage()._new_shared(math.prod(shape), device=proto.device)
+    return proto.new(storage).resize_(*shape)
+
+
+def _photo_to_float(real_u8):
+    """uint8 photo [0, 255] → float32 [−1, 1] (the one formula, for items and decode_batch)."""
+    return real_u8.float().mul_(1.0 / 127.5).sub_(1.0)
+
+
 def decode_batch(batch: dict[str, Any], device: Any = None) -> dict[str, Any]:
     """A (collated) batch in the float layout of the module docstring, on ``device`` if given.
 
@@ -297,8 +309,10 @@ def decode_batch(batch: dict[str, Any], device: Any = None) -> dict[str, Any]:
         if key in out and device is not None:
             out[key] = out[key].to(device, non_blocking=True)
     if "real" in out and out["real"].dtype == torch.uint8:
-        out["real"] = out["real"].float().mul_(1.0 / 127.5).sub_(1.0)
+        out["real"] = _photo_to_float(out["real"])
         out["sim"] = out["sim"].float()
+        if "sky" not in out:
+            out["sky"] = torch.eq(out["label"], 0).unsqueeze(1).float()
         out["label"] = out["label"].long()
         for key in ("sky", "valid"):
             if key in out:
@@ -306,23 +320,32 @@ def decode_batch(batch: dict[str, Any], device: Any = None) -> dict[str, Any]:
     return out
 
 
-def _worker_init(_worker_id: int) -> None:
-    try:
-        import cv2
+def make_dataloader(
+    dataset: torch.utils.data.Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    sampler: torch.utils.data.Sampler | None = None,
+    multiprocessing_context: str = "forkserver",
+    **kwargs,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader with fork-safe defaults (forkserver workers, persistent, pinned if CUDA).
 
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def make_dataloader(dataset: PanoCropDataset, *, batch_size: int, num_workers: int, shuffle: bool = True, drop_last: bool = True, multiprocessing_context: str = "forkserver", **kwargs):
-    """A DataLoader with fork-safe defaults (forkserver workers, persistent, pinned if CUDA)."""
+    A :class:`PanoCropDataset` is given whole batches of indices (``BatchSampler`` over
+    ``sampler``, ``batch_size=None``): each worker builds a batch in place
+    (:meth:`PanoCropDataset.get_batch`), same contents as per-item loading + ``default_collate``.
+    Other datasets are batched by the DataLoader as usual. ``kwargs`` go to the DataLoader."""
     torch = _torch()
-    extra: dict[str, Any] = {}
+    tud = torch.utils.data
+    if sampler is None:
+        sampler = tud.RandomSampler(dataset, generator=kwargs.get("generator")) if shuffle else tud.SequentialSampler(dataset)
+    extra: dict[str, Any] = {"pin_memory": torch.cuda.is_available()}
     if num_workers > 0:
-        extra = {"multiprocessing_context": multiprocessing_context, "persistent_workers": True, "worker_init_fn": _worker_init, "prefetch_factor": 4}
+        extra.update(multiprocessing_context=multiprocessing_context, persistent_workers=True, prefetch_factor=4)
     extra.update(kwargs)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(), **extra,
-    )
+    if isinstance(dataset, PanoCropDataset):
+        batches = tud.BatchSampler(sampler, batch_size, drop_last)
+        return tud.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=num_workers, **extra)
+    return tud.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers, **extra)

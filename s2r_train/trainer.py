@@ -38,7 +38,7 @@ from s2r_data.atomic import atomic_path, atomic_write_text
 
 from .checkpoint import CheckpointManager, load_checkpoint
 from .conditioning import condition_from_batch
-from .data import decode_batch
+from .data import decode_batch, make_dataloader
 from .config import Config, DataConfig, config_from_dict, config_to_yaml
 from .losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
                      weighted_l1_loss)
@@ -140,7 +140,7 @@ def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, dete
                           "use --dataset synthetic://64 for a synthetic run") from exc
     crop = CropConfig(out_size=data_cfg.crop_size, pitch_deg=data_cfg.pitch_deg, fov_deg=data_cfg.fov_deg,
                       flip_p=0.5 if data_cfg.hflip else 0.0)
-    # compact items (float16/uint8): half the worker → main-process transfer; decoded on the device
+    # compact items (float16/uint8): a third of the worker → main-process transfer; decoded on the device
     return PanoCropDataset(url, split=split, crop=crop, seed=seed, deterministic=deterministic,
                            depth_range_m=depth_range_m, compact=True)
 
@@ -303,12 +303,11 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // t.batch_size
         self.epoch_nimg = self.steps_per_epoch * global_batch
         self.total_nimg = t.epochs * self.epoch_nimg
-        loader_kw: dict[str, Any] = {}
-        if t.num_workers > 0:
-            loader_kw = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2)
-        self.loader = DataLoader(train_dataset, batch_size=t.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=t.num_workers, pin_memory=self.device.type == "cuda",
-                                 generator=torch.Generator().manual_seed(t.seed), **loader_kw)
+        loader_kw: dict[str, Any] = {"prefetch_factor": 2} if t.num_workers > 0 else {}
+        self.loader = make_dataloader(train_dataset, batch_size=t.batch_size, num_workers=t.num_workers,
+                                      sampler=self.sampler, drop_last=True, multiprocessing_context="spawn",
+                                      pin_memory=self.device.type == "cuda",
+                                      generator=torch.Generator().manual_seed(t.seed), **loader_kw)
 
         # ---- counters (all restored on resume)
         self.step = 0

@@ -121,14 +121,16 @@ class DatasetReader:
         cols = np.concatenate([np.arange(c * cx, (c + 1) * cx) for c in chunk_cols])
         return arr.oindex[self.zarr_index(i), :, rows, cols]
 
-    def read_box(self, i: int, array: str, level: int, chunk_rows, chunk_cols, box) -> np.ndarray:
-        """``box = (y0, y1, x0, x1)`` of the chunk region (see :meth:`read_chunks`): only the
-        overlapping parts of the chunks are copied — the crop loader's input."""
+    def read_box(self, i: int, array: str, level: int, chunk_rows, chunk_cols, box, *, channels=None) -> np.ndarray:
+        """``box = (y0, y1, x0, x1)`` of the chunk region (see :meth:`read_chunks`), only
+        ``channels`` (default all): only the overlapping parts of the chunks are copied — the crop
+        loader's input."""
         fast = self.fast_reader(array, level)
         if fast is not None:
-            return fast.read_box(self.zarr_index(i), chunk_rows, chunk_cols, box)
+            return fast.read_box(self.zarr_index(i), chunk_rows, chunk_cols, box, channels=channels)
         y0, y1, x0, x1 = box
-        return self.read_chunks(i, array, level, chunk_rows, chunk_cols)[:, y0:y1, x0:x1]
+        region = self.read_chunks(i, array, level, chunk_rows, chunk_cols)[:, y0:y1, x0:x1]
+        return region if channels is None else region[list(channels)]
 
     def read_blocks(self, i: int, array: str, level: int, chunk_rows, chunk_cols) -> np.ndarray:
         """Chunks as a block array (len(rows), len(cols), C, cy, cx) — the crop loader's input."""

@@ -39,6 +39,18 @@ def _decoder(codec: dict):
     return None
 
 
+def _channel_index(channels: Sequence[int] | None, n: int) -> slice | list[int]:
+    """A slice when the channels are consecutive (a view, no gather copy), else the list."""
+    if channels is None:
+        return slice(None)
+    ch = [int(c) for c in channels]
+    if any(not 0 <= c < n for c in ch):
+        raise IndexError(f"channels {ch} out of range for {n} channels")
+    if ch and ch == list(range(ch[0], ch[0] + len(ch))):
+        return slice(ch[0], ch[0] + len(ch))
+    return ch
+
+
 class ShardedArrayReader:
     """Reads chunk-aligned regions of one sample of a (N, C, H, W) array with shard = one sample."""
 
@@ -117,12 +129,12 @@ class ShardedArrayReader:
             raise RuntimeError(f"{self.array_url}: {self.reason}")
         key = f"{self.array_url}/c/{int(sample)}/0/0/0"
         parse = lambda raw: np.frombuffer(raw, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))  # noqa: E731
-        missing = (np.full(self.grid_hw + (2,), _EMPTY, dtype="<u8"), None)
+        missing = lambda: (np.full(self.grid_hw + (2,), _EMPTY, dtype="<u8"), None)  # noqa: E731
         if self._fs is None:
             try:
                 fd = os.open(key, os.O_RDONLY)
             except FileNotFoundError:
-                yield missing
+                yield missing()
                 return
             try:
                 size = os.fstat(fd).st_size
@@ -134,7 +146,7 @@ class ShardedArrayReader:
             return
         fs = self._fs
         if not fs.exists(key):
-            yield missing
+            yield missing()
             return
         size = fs.size(key)
         yield parse(fs.cat_file(key, start=size - self._index_nbytes, end=size)), (
@@ -164,15 +176,25 @@ class ShardedArrayReader:
         return out
 
     def read_box(
-        self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int], box: tuple[int, int, int, int]
+        self,
+        sample: int,
+        chunk_rows: Sequence[int],
+        chunk_cols: Sequence[int],
+        box: tuple[int, int, int, int],
+        *,
+        channels: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Like :meth:`read_chunks` but returns only ``box = (y0, y1, x0, x1)`` of that region
-        (region coordinates), decoding each chunk into a scratch buffer and copying just its
-        overlap with the box (chunks outside the box are not decoded)."""
+        (region coordinates) and only ``channels`` (default all), decoding each chunk into a
+        scratch buffer and copying just its overlap with the box (chunks outside the box are not
+        decoded; a chunk column repeated to wrap the seam is copied, not decoded again)."""
         C, (cy, cx) = self.shape[1], self.chunk_hw
         y0, y1, x0, x1 = box
-        out = np.empty((C, y1 - y0, x1 - x0), dtype=self.dtype)
+        ch = _channel_index(channels, C)
+        n_ch = len(ch) if isinstance(ch, list) else len(range(C)[ch])
+        out = np.empty((n_ch, y1 - y0, x1 - x0), dtype=self.dtype)
         scratch = np.empty((C, cy, cx), dtype=self.dtype)
+        first_col: dict[int, int] = {}  # chunk column → its first position j in this read
         with self._open_shard(sample) as (index, pread):
             for i, r in enumerate(chunk_rows):
                 ry0, ry1 = max(y0, i * cy), min(y1, (i + 1) * cy)
@@ -183,12 +205,18 @@ class ShardedArrayReader:
                     if rx0 >= rx1:
                         continue
                     dst = out[:, ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0]
+                    j0 = first_col.setdefault(c, j)
+                    if j0 != j and x0 <= rx0 - (j - j0) * cx and rx1 - (j - j0) * cx <= x1:
+                        # a column repeated to wrap the seam, already in ``out``: copy, don't decode
+                        sx0, sx1 = rx0 - (j - j0) * cx - x0, rx1 - (j - j0) * cx - x0
+                        dst[...] = out[:, ry0 - y0 : ry1 - y0, sx0:sx1]
+                        continue
                     off, nb = index[r, c]
                     if off == _EMPTY:
                         dst[...] = self.fill_value
                         continue
                     self._decode_chunk(pread(off, nb), scratch)
-                    dst[...] = scratch[:, ry0 - i * cy : ry1 - i * cy, rx0 - j * cx : rx1 - j * cx]
+                    dst[...] = scratch[ch, ry0 - i * cy : ry1 - i * cy, rx0 - j * cx : rx1 - j * cx]
         return out
 
     def read_chunks(self, sample: int, chunk_rows: Sequence[int], chunk_cols: Sequence[int]) -> np.ndarray:

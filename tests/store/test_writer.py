@@ -154,6 +154,39 @@ def test_fast_shard_reader_matches_zarr(tmp_path):
         assert not fast.read_chunks(ds.group[name].shape[0] - 1 + 10, [0], [0]).any()
 
 
+def test_read_box_cuts_and_reuses_repeated_columns(tmp_path):
+    """read_box = read_chunks cut to a box, for any channels, also when a chunk column repeats
+    (the loader's full-width reads append column 0 to wrap the seam: copied, not decoded again)."""
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 2, height=64, chunk_px=16)
+    rng = np.random.default_rng(3)
+    for name in ("sim", "real", "mask"):
+        fast = ShardedArrayReader(str(url / "data.zarr" / name))
+        C, (cy, cx), (nr, nc) = fast.shape[1], fast.chunk_hw, fast.grid_hw
+        for k in range(12):
+            rows = list(range(int(rng.integers(0, nr - 1)), nr))
+            cols = list(range(nc)) + [0] if k % 2 else [(5 + j) % nc for j in range(3)]
+            region = fast.read_chunks(1, rows, cols)
+            y0, x0 = int(rng.integers(0, cy)), (0 if k % 4 == 1 else int(rng.integers(0, cx)))
+            y1 = int(rng.integers(y0 + 1, region.shape[1] + 1))
+            x1 = region.shape[2] - int(rng.integers(0, 3)) if k % 2 else int(rng.integers(x0 + 1, region.shape[2] + 1))
+            box = (y0, y1, x0, x1)
+            np.testing.assert_array_equal(fast.read_box(1, rows, cols, box), region[:, y0:y1, x0:x1])
+            ch = [C - 1] if k % 3 else [0, C - 1]
+            np.testing.assert_array_equal(fast.read_box(1, rows, cols, box, channels=ch), region[ch, y0:y1, x0:x1])
+        decoded = []
+        real_decode = fast._decode_chunk
+        fast._decode_chunk = lambda raw, dst: (decoded.append(1), real_decode(raw, dst))
+        fast.read_box(1, [0], list(range(nc)), (0, cy, 0, nc * cx))
+        n_plain = len(decoded)
+        full = fast.read_box(1, [0], list(range(nc)) + [0], (0, cy, 0, nc * cx + 1))
+        del fast._decode_chunk
+        assert len(decoded) == 2 * n_plain  # the repeated column 0 was copied, not decoded again
+        np.testing.assert_array_equal(full[:, :, -1], full[:, :, 0])
+        with pytest.raises(IndexError, match="out of range"):
+            fast.read_box(1, [0], [0], (0, 4, 0, 4), channels=[C])
+
+
 def test_cli_info_and_verify(tmp_path, capsys):
     from s2r_data.store.__main__ import main
 

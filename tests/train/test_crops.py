@@ -35,10 +35,38 @@ def test_map_is_equirect_projection_of_crop_rays(yaw, pitch, fov):
     assert np.abs(_dx(px, ref[..., 0], W)).max() < 1e-6
     assert np.abs(py - ref[..., 1]).max() < 1e-6
     assert px.min() >= -0.5 and px.max() < W - 0.5  # wrapped like equirect's valid range
-    # fp32 CPU fast path and batched torch path agree with the fp64 reference
-    for qx, qy in (crops.perspective_map_cpu(yaw, pitch, fov, (9, 7), (H, W)),
-                   [t[0].numpy() for t in crops.perspective_map_torch([yaw], [pitch], [fov], (9, 7), (H, W))]):
-        assert np.abs(_dx(qx, px, W)).max() < 1e-3 and np.abs(qy - py).max() < 1e-3
+    # the batched torch path agrees with the fp64 reference
+    qx, qy = [t[0].numpy() for t in crops.perspective_map_torch([yaw], [pitch], [fov], (9, 7), (H, W))]
+    assert np.abs(_dx(qx, px, W)).max() < 1e-3 and np.abs(qy - py).max() < 1e-3
+
+
+@settings(max_examples=80, deadline=None)
+@given(**angles, flip=st.booleans())
+def test_crop_grid_is_the_planned_local_map(yaw, pitch, fov, flip):
+    """crop_grid (the CPU loader's fast map) = perspective_map → plan_region → RegionPlan.local
+    minus the tap box origin, flipped maps mirrored, rows clamped into the box."""
+    H, W, c = 128, 256, 32
+    px, py = crops.perspective_map(yaw, pitch, fov, (24, 20), (H, W), dtype=np.float64)
+    if flip:
+        px, py = px[:, ::-1], py[:, ::-1]
+    want_plan = crops.plan_region(px, py, (H, W), (c, c))
+    plan, x, y = crops.crop_grid(yaw, pitch, fov, (24, 20), (H, W), (c, c), flip=flip)
+    assert x.shape == y.shape == (24, 20) and x.dtype == y.dtype == np.float32
+    assert np.isfinite(x).all() and np.isfinite(y).all()
+    assert plan == want_plan
+    wx, wy = plan.local(px, py, W)
+    y0, y1, x0, _ = plan.bbox
+    assert np.abs(_dx(x + x0, wx, W)).max() < 2e-3
+    assert np.abs(np.clip(y + y0, y0, y1 - 1) - wy).max() < 2e-3
+
+
+def test_flipped_crop_grid_is_a_bit_exact_mirror():
+    for view in ((33.0, 10.0, 90.0), (300.0, 55.0, 120.0), (179.0, -20.0, 64.0)):
+        pa, xa, ya = crops.crop_grid(*view, (40, 40), (128, 256), (32, 32))
+        pb, xb, yb = crops.crop_grid(*view, (40, 40), (128, 256), (32, 32), flip=True)
+        assert pa == pb
+        np.testing.assert_array_equal(xb, xa[:, ::-1])
+        np.testing.assert_array_equal(yb, ya[:, ::-1])
 
 
 def test_crop_axes():
@@ -99,9 +127,10 @@ def test_no_nan_in_100k_random_draws_including_poles():
         px, py = crops.perspective_map_torch(yaw[sl], pitch[sl], fov[sl], (5, 5), (1024, 2048))  # corners + centre
         assert torch.isfinite(px).all() and torch.isfinite(py).all()
         assert px.min() >= -0.5 and px.max() < 2048 - 0.5 and py.min() >= -0.5 - 1e-3 and py.max() <= 1023.5 + 1e-3
-    for p in (90.0, -90.0, 89.99999):  # fp32 CPU path at the poles
-        px, py = crops.perspective_map_cpu(0.0, p, 120.0, (256, 256), (1024, 2048))
-        assert np.isfinite(px).all() and np.isfinite(py).all()
+    for p in (90.0, -90.0, 89.99999, -89.99999):  # the loader's fp32 map at the poles
+        for flip in (False, True):
+            _, x, y = crops.crop_grid(0.0, p, 120.0, (256, 256), (1024, 2048), (256, 256), flip=flip)
+            assert np.isfinite(x).all() and np.isfinite(y).all()
 
 
 def test_pyramid_level_matches_pixel_size():
@@ -119,24 +148,32 @@ def _views(rng, n):
         yield rng.uniform(0, 360), rng.uniform(-90, 90), rng.uniform(30, 120)
 
 
+def _sample_box(box, x, y, mode):
+    """Reference sampler of a (C, h, w) box at box pixel coordinates, clamped to the box."""
+    h, w = box.shape[1:]
+    grid = torch.from_numpy(np.stack([x / (w - 1) * 2 - 1, y / (h - 1) * 2 - 1], -1))[None].float()
+    return torch.nn.functional.grid_sample(torch.from_numpy(box)[None], grid, mode=mode, padding_mode="border",
+                                           align_corners=True)[0].numpy()
+
+
 def test_region_plan_reads_every_tap():
-    """Sampling only the planned chunks equals sampling the whole image (seam and poles too)."""
+    """Sampling only the planned chunks (cut to the tap box) at crop_grid's coordinates equals
+    sampling the whole image (seam and poles too)."""
     rng = np.random.default_rng(1)
     H, W, c = 128, 256, 32
     img = rng.random((3, H, W)).astype(np.float32)
     views = list(_views(rng, 150)) + [(179.9, 0, 60), (0.1, 0, 100), (0, 89, 60), (200, -80, 120)]
     for yaw, pitch, fov in views:
         px, py = crops.perspective_map(yaw, pitch, fov, (48, 48), (H, W))
-        plan = crops.plan_region(px, py, (H, W), (c, c))
+        plan, x, y = crops.crop_grid(yaw, pitch, fov, (48, 48), (H, W), (c, c))
         rows = np.concatenate([np.arange(r * c, (r + 1) * c) for r in plan.chunk_rows])
         cols = np.concatenate([np.arange(k * c, (k + 1) * c) for k in plan.chunk_cols])
-        region = img[:, rows][:, :, cols]
-        x, y = plan.local(px, py, W)
         y0, y1, x0, x1 = plan.bbox
-        assert x.min() >= x0 and x.max() <= x1 - 1 and y.min() >= y0 and y.max() <= y1 - 1
-        got = crops.remap_bilinear(np.ascontiguousarray(region.transpose(1, 2, 0)), x, y).transpose(2, 0, 1)
-        np.testing.assert_allclose(got, crops.sample_bilinear_numpy(img, px, py), atol=0.04)  # OpenCV: 1/32 px
-        near_r, near_w = crops.sample_nearest(region, x, y), crops.sample_nearest(img, px, py, wrap_w=W)
+        box = np.ascontiguousarray(img[:, rows][:, :, cols][:, y0:y1, x0:x1])
+        assert x.min() >= -1e-3 and x.max() <= x1 - x0 - 1 + 1e-3
+        got = _sample_box(box, x, y, "bilinear")
+        np.testing.assert_allclose(got, crops.sample_bilinear_numpy(img, px, py), atol=2e-3)  # fp32 map
+        near_r, near_w = _sample_box(box, x, y, "nearest"), crops.sample_nearest(img, px, py, wrap_w=W)
         differ = (near_r != near_w).any(axis=0)
         tie = (np.abs(np.remainder(px, 1) - 0.5) < 1e-3) | (np.abs(np.remainder(py, 1) - 0.5) < 1e-3)
         assert not (differ & ~tie).any()  # only float32 rounding at exact half-pixel ties may differ
@@ -168,21 +205,3 @@ def test_reflect_normals_is_an_isometric_involution(nx, ny, nz, yaw, pitch):
     np.testing.assert_allclose(np.linalg.norm(m), np.linalg.norm(n), atol=1e-5)
     np.testing.assert_allclose(crops.reflect_normals(m, a), n, atol=1e-5)
     assert float((m.ravel() * a).sum()) == pytest.approx(-float((n.ravel() * a).sum()), abs=1e-5)
-
-
-def test_fixed_point_maps_and_many_channels_are_bit_identical():
-    """The loader's single 8-channel remap with a shared fixed-point map equals per-channel
-    remaps with the float map (OpenCV converts float maps to the same 1/32-px form)."""
-    rng = np.random.default_rng(5)
-    H, W = 64, 128
-    img = rng.random((H, W, 8)).astype(np.float32)
-    px, py = crops.perspective_map(30.0, 20.0, 90.0, (24, 24), (H, W))
-    x, y = np.clip(px, 0, W - 1), np.clip(py, 0, H - 1)
-    m1, m2 = crops.fixed_point_maps(x, y)
-    got = crops.remap_bilinear(img, m1, m2)
-    assert got.shape == (24, 24, 8)
-    for ch in range(8):
-        np.testing.assert_array_equal(got[:, :, ch], crops.remap_bilinear(np.ascontiguousarray(img[:, :, ch]), x, y)[:, :, 0])
-    u8 = (img[:, :, :3] * 255).astype(np.uint8)
-    np.testing.assert_array_equal(crops.remap_bilinear(u8, m1, m2), crops.remap_bilinear(u8, x, y))
-    np.testing.assert_allclose(got.transpose(2, 0, 1), crops.sample_bilinear_numpy(img.transpose(2, 0, 1), x, y), atol=0.04)
