@@ -15,10 +15,12 @@ Per crop pixel, from the region pixel coordinates (x, y) of :func:`s2r_train.cro
 * the photo rounded to its 8-bit grid (round half up); label and photo-valid mask by nearest
   neighbour (round half up).
 
-Returns False — writing nothing useful — as soon as a sampled sim value is not finite (NaN/Inf in
-the store), so the caller can re-draw. Replaces per-channel casts, ``grid_sample`` and a dozen
-post-processing passes (``benchmarks/loader.py``); equal to that float32 pipeline to ~1e-6
-(``tests/train/test_crop_kernel.py`` compares it with ``grid_sample`` on the same region).
+Returns False if any sampled sim value is not finite (NaN/Inf in the store), so the caller can
+re-draw. Replaces per-channel casts, interleaving, remaps and a dozen post-processing passes
+(``docs/benchmarks-loader.md``); ``tests/train/test_crop_kernel.py`` checks it against a float64
+``grid_sample`` pipeline on the same region (≤ 2e-5). Inputs are validated in
+:func:`sample_crop`: the compiled loop does no bounds checks, and clamps every coordinate (NaN →
+0) so no tap can leave the region.
 """
 
 from __future__ import annotations
@@ -58,8 +60,15 @@ def _sample_crop(x, y, sim_bits, real, label, valid, region_w, lut, depth_near_m
     zero, one, half = np.float32(0.0), np.float32(1.0), np.float32(0.5)
     total = np.float32(0.0)  # NaN/Inf anywhere make the sum non-finite
     for p in range(n):
-        xf = min(max(x[p], zero), x_max)
-        yf = min(max(y[p], zero), y_max)
+        xf, yf = x[p], y[p]
+        if not xf > zero:  # also NaN
+            xf = zero
+        elif xf > x_max:
+            xf = x_max
+        if not yf > zero:
+            yf = zero
+        elif yf > y_max:
+            yf = y_max
         x0, y0 = uintp(xf), uintp(yf)
         fx, fy = xf - np.float32(x0), yf - np.float32(y0)
         i00 = y0 * bw + x0
@@ -129,13 +138,23 @@ def sample_crop(
     ``real_out`` (3, h, w) uint8, ``label_out`` / ``valid_out`` (h, w) uint8. False if a sampled
     sim value is not finite (outputs then incomplete)."""
     d0, d1 = depth_range_m
-    axis = np.zeros(3, np.float32) if flip_axis is None else np.asarray(flip_axis, np.float32)
-    h, w = x.shape
-    region_hw = label_u8.shape
-    flat = lambda a, dtype: np.ascontiguousarray(a, dtype).reshape(-1)  # noqa: E731 - views when already so
+    axis = np.zeros(3, np.float32) if flip_axis is None else np.asarray(flip_axis, np.float32).reshape(3)
+    region_hw, crop_hw = label_u8.shape, np.shape(x)
+    for name, a, shape, dtype in (
+        ("y", y, crop_hw, None), ("sim_f16", sim_f16, (7,) + region_hw, np.float16), ("real_u8", real_u8, (3,) + region_hw, np.uint8),
+        ("label_u8", label_u8, region_hw, np.uint8), ("valid_u8", valid_u8, region_hw, np.uint8),
+        ("sim_out", sim_out, (7,) + crop_hw, np.float32), ("real_out", real_out, (3,) + crop_hw, np.uint8),
+        ("label_out", label_out, crop_hw, np.uint8), ("valid_out", valid_out, crop_hw, np.uint8),
+    ):
+        if np.shape(a) != shape or (dtype is not None and a.dtype != dtype):
+            want = np.dtype(dtype).name if dtype is not None else "any dtype"
+            raise ValueError(f"sample_crop: {name} is {np.shape(a)} {getattr(a, 'dtype', '')}, expected {shape} {want}")
+    if len(crop_hw) != 2 or len(region_hw) != 2 or 0 in region_hw:
+        raise ValueError(f"sample_crop: need a 2-D map and a non-empty 2-D region, got {crop_hw} and {region_hw}")
     outs = (sim_out, real_out, label_out, valid_out)
     if any(not a.flags.c_contiguous for a in outs):
         raise ValueError("sample_crop writes into C-contiguous outputs")
+    flat = lambda a, dtype: np.ascontiguousarray(a, dtype).reshape(-1)  # noqa: E731 - views when already so
     return bool(_sample_crop(
         flat(x, np.float32), flat(y, np.float32), flat(sim_f16, np.float16).view(np.uint16), flat(real_u8, np.uint8),
         flat(label_u8, np.uint8), flat(valid_u8, np.uint8), region_hw[1], HALF_TO_FLOAT, np.float32(d0),

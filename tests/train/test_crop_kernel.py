@@ -121,3 +121,33 @@ def test_outputs_must_be_contiguous():
         sample_crop(x, y, sim16, real, label, valid, depth_range_m=DEPTH_RANGE, flip_axis=None,
                     sim_out=np.empty((7, 4, 8), np.float32)[:, :, ::2], real_out=np.empty((3, 4, 4), np.uint8),
                     label_out=np.empty((4, 4), np.uint8), valid_out=np.empty((4, 4), np.uint8))
+
+
+def test_bad_shapes_are_refused_before_the_unchecked_loop():
+    rng = np.random.default_rng(2)
+    sim16, real, label, valid = _region(rng)
+    x = y = np.zeros((4, 4), np.float32)
+    outs = dict(sim_out=np.empty((7, 4, 4), np.float32), real_out=np.empty((3, 4, 4), np.uint8),
+                label_out=np.empty((4, 4), np.uint8), valid_out=np.empty((4, 4), np.uint8))
+    common = dict(depth_range_m=DEPTH_RANGE, flip_axis=None)
+    with pytest.raises(ValueError, match="real_u8 is"):
+        sample_crop(x, y, sim16, real[:, :-1], label, valid, **common, **outs)
+    with pytest.raises(ValueError, match="sim_f16 is .* expected .* float16"):
+        sample_crop(x, y, sim16.astype(np.float32), real, label, valid, **common, **outs)
+    with pytest.raises(ValueError, match="label_out is"):
+        sample_crop(x, y, sim16, real, label, valid, **common, **dict(outs, label_out=np.empty((4, 5), np.uint8)))
+    with pytest.raises(ValueError, match="y is"):
+        sample_crop(x, np.zeros((4, 3), np.float32), sim16, real, label, valid, **common, **outs)
+
+
+def test_non_finite_coordinates_stay_inside_the_region():
+    rng = np.random.default_rng(4)
+    sim16, real, label, valid = _region(rng)
+    x = np.array([[np.nan, np.inf], [-np.inf, 1e30]], np.float32)
+    y = np.array([[np.inf, np.nan], [1e30, -np.inf]], np.float32)
+    ok, out = _run(x, y, sim16, real, label, valid)
+    assert ok  # clamped to the region's corners (NaN → 0): nothing read outside it
+    h, w = label.shape
+    corners = {(0, 0): (h - 1, 0), (0, 1): (0, w - 1), (1, 0): (h - 1, 0), (1, 1): (0, w - 1)}
+    for (i, j), (yy, xx) in corners.items():
+        assert out["label_out"][i, j] == label[yy, xx]
