@@ -132,16 +132,6 @@ class DatasetReader:
         region = self.read_chunks(i, array, level, chunk_rows, chunk_cols)[:, y0:y1, x0:x1]
         return region if channels is None else region[list(channels)]
 
-    def read_blocks(self, i: int, array: str, level: int, chunk_rows, chunk_cols) -> np.ndarray:
-        """Chunks as a block array (len(rows), len(cols), C, cy, cx) — the crop loader's input."""
-        fast = self.fast_reader(array, level)
-        if fast is not None:
-            return fast.read_blocks(self.zarr_index(i), chunk_rows, chunk_cols)
-        region = self.read_chunks(i, array, level, chunk_rows, chunk_cols)
-        cy, cx = self.chunk_shape(array, level)
-        C = region.shape[0]
-        return region.reshape(C, len(chunk_rows), cy, len(chunk_cols), cx).transpose(1, 3, 0, 2, 4).copy()
-
     def chunk_shape(self, array: str, level: int = 0) -> tuple[int, int]:
         fast = self.fast_reader(array, level)
         if fast is not None:
