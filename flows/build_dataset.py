@@ -36,7 +36,8 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from s2r_data.cities import CityConfig, load_city
+from s2r_data.cities import CityConfig, load_city_or_area
+from s2r_data.mapillary.config import DEFAULT_GRAPH_URL, DEFAULT_TILES_URL
 from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 
 from . import stages
@@ -45,8 +46,6 @@ from .report import report_markdown, write_preview_png, write_report_files
 
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
 
-DEFAULT_GRAPH_URL = "https://graph.mapillary.com"
-DEFAULT_TILES_URL = "https://tiles.mapillary.com"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -109,8 +108,8 @@ class BuildLayout:
 
 
 @task(name="city-model", tags=["cpu"])
-def city_model_task(city: str, out_dir: str) -> str:
-    return str(stages.city_model(load_city(city), Path(out_dir)))
+def city_model_task(city: str, out_dir: str, registry: str | None = None, area_lonlat: list[list[float]] | None = None) -> str:
+    return str(stages.city_model(stages.city_for_task(city, registry, area_lonlat), Path(out_dir)))
 
 
 def _harvest_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -119,7 +118,7 @@ def _harvest_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     The key includes the part's size and mtime, so a deleted or rewritten part misses the
     cache; incremental runs never use it (they must re-read the coverage).
     """
-    if parameters.get("incremental"):
+    if parameters.get("incremental") or (parameters.get("harvest_overrides") or {}).get("retry_quarantined"):
         return None
     stamp = stages.tile_part_stamp(Path(parameters["harvest_dir"]), parameters["tile_id"])
     if stamp is None:
@@ -158,15 +157,19 @@ def harvest_tile_task(
     tiles_url: str,
     incremental: bool,
     harvest_overrides: dict[str, Any],
+    registry: str | None = None,
+    area_lonlat: list[list[float]] | None = None,
+    replay: bool = False,
 ) -> dict[str, Any]:
     return stages.harvest_tile(
-        load_city(city),
+        stages.city_for_task(city, registry, area_lonlat),
         tile_id,
         Path(harvest_dir),
         graph_url=graph_url,
         tiles_url=tiles_url,
         incremental=incremental,
         overrides=harvest_overrides,
+        replay=replay,
     )
 
 
@@ -232,8 +235,8 @@ def build_dataset(
     incremental: bool = False,
     out_dir: str = "outputs",
     store_url: str | None = None,
-    graph_url: str = DEFAULT_GRAPH_URL,
-    tiles_url: str = DEFAULT_TILES_URL,
+    graph_url: str | None = None,
+    tiles_url: str | None = None,
     batch_size: int = 8,
     network_retries: int = 3,
     harvest_overrides: dict[str, Any] | None = None,
@@ -244,6 +247,13 @@ def build_dataset(
     train_after: bool = False,
     train_config: str | None = None,
     train_deployment: str = "train/train-gpu",
+    registry: str | None = None,
+    polygon: str | dict[str, Any] | None = None,
+    bbox: list[float] | None = None,
+    graph_rate_per_min: float | None = None,
+    graph_burst: int | None = None,
+    tiles_rate_per_min: float | None = None,
+    tiles_burst: int | None = None,
 ) -> dict[str, Any]:
     """Build (or extend) the dataset of one city.
 
@@ -255,7 +265,8 @@ def build_dataset(
         incremental: re-read Mapillary coverage of finished tiles and add only new images.
         out_dir: root of all outputs; the city lives in ``out_dir/<city>/``.
         store_url: the Zarr store (default ``out_dir/<city>/dataset.zarr``).
-        graph_url, tiles_url: Mapillary API bases (the replay server's in tests and the demo).
+        graph_url, tiles_url: Mapillary API bases; default Mapillary's, or, for a city whose registry
+            entry names replay content (``sample``), a replay server this run starts on 127.0.0.1.
         batch_size: poses per render task (one Blender process renders a batch).
         network_retries: task-level retries of a tile's harvest (exponential back-off).
         harvest_overrides: extra HarvestConfig fields (e.g. ``{"max_concurrency": 4}``).
@@ -268,6 +279,11 @@ def build_dataset(
         train_after: trigger the ``train_deployment`` when the dataset verifies.
         train_config: training config (path or preset name) passed to the train deployment.
         train_deployment: ``flow/deployment`` name of the training deployment.
+        registry: city registry YAML instead of data/cities.yaml.
+        polygon, bbox: build only this area of the city (a GeoJSON file path or text, or
+            ``[W, S, E, N]`` degrees), in the city's frame; it lives in ``out_dir/<city>-area-<hash>/``.
+        graph_rate_per_min, graph_burst, tiles_rate_per_min, tiles_burst: harvest rate limits
+            (default: HarvestConfig's).
 
     The Mapillary token is read inside the harvest task from ``$MAPILLARY_TOKEN`` or the Secret
     block ``mapillary-token``; it is never a parameter.
@@ -276,9 +292,14 @@ def build_dataset(
     timings: dict[str, float] = {}
     t_flow = time.perf_counter()
     _validate(width, limit, batch_size, network_retries)
-    overrides = stages.check_harvest_overrides(harvest_overrides or {})
+    overrides = stages.check_harvest_overrides(
+        harvest_overrides or {}, graph_rate_per_min=graph_rate_per_min, graph_burst=graph_burst,
+        tiles_rate_per_min=tiles_rate_per_min, tiles_burst=tiles_burst,
+    )
 
-    city_cfg = load_city(city)  # UnknownCityError lists the known names
+    # UnknownCityError lists the known names; a custom area keeps the city's frame, in its own dir
+    city_cfg = load_city_or_area(city, registry=registry, polygon=polygon, bbox=bbox)
+    area = [list(v) for v in city_cfg.boundary_lonlat] if polygon is not None or bbox is not None else None
     width_px = int(width or city_cfg.defaults.get("render_width", 1024))
     layout = BuildLayout.create(out_dir, city_cfg.name, store_url)
     tile_ids = _resolve_tiles(city_cfg, tiles)
@@ -286,18 +307,24 @@ def build_dataset(
 
     # the city model builds while tiles are harvested
     t0 = time.perf_counter()
-    model_future = city_model_task.submit(city_cfg.name, str(layout.city_model_dir))
+    model_future = city_model_task.submit(city, str(layout.city_model_dir), registry, area)
     harvest_task = harvest_tile_task.with_options(retries=network_retries)
-    tile_futures = harvest_task.map(
-        city=unmapped(city_cfg.name),
-        tile_id=tile_ids,
-        harvest_dir=unmapped(str(layout.harvest_dir)),
-        graph_url=unmapped(graph_url),
-        tiles_url=unmapped(tiles_url),
-        incremental=unmapped(incremental),
-        harvest_overrides=unmapped(overrides),
-    )
-    tile_reports = [f.result() for f in tile_futures]  # the first failed tile fails the flow, by name
+    with stages.mapillary_endpoints(city_cfg, graph_url, tiles_url) as api:
+        if api.replay:
+            log.info("no graph_url/tiles_url: serving %s's replay content %s at %s", city, city_cfg.replay_content, api.graph_url)
+        tile_futures = harvest_task.map(
+            city=unmapped(city),
+            tile_id=tile_ids,
+            harvest_dir=unmapped(str(layout.harvest_dir)),
+            graph_url=unmapped(api.graph_url),
+            tiles_url=unmapped(api.tiles_url),
+            incremental=unmapped(incremental),
+            harvest_overrides=unmapped(overrides),
+            registry=unmapped(registry),
+            area_lonlat=unmapped(area),
+            replay=unmapped(api.replay),
+        )
+        tile_reports = [f.result() for f in tile_futures]  # the first failed tile fails the flow, by name
     timings["harvest"] = time.perf_counter() - t0
     harvest = stages.collect_harvest(layout.harvest_dir, tile_reports, tile_ids)
     log.info(
@@ -306,7 +333,7 @@ def build_dataset(
     )
     if harvest.n_usable == 0:
         raise EmptyRegionError(
-            f"no usable panoramas in city {city_cfg.name!r} (tiles {', '.join(tile_ids)}) at {tiles_url}: "
+            f"no usable panoramas in city {city_cfg.name!r} (tiles {', '.join(tile_ids)}) at {api.tiles_url}: "
             f"Mapillary has no 360° coverage there ({harvest.describe_rows()}); pick other tiles or another city"
         )
 

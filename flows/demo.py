@@ -1,13 +1,13 @@
 """The whole pipeline on the embedded sample city, offline: ``python -m flows.demo`` (``make demo``).
 
-1. starts the local Mapillary replay server (the sample city's content, a fixed demo token);
-2. runs the ``build-dataset`` flow for ``sample`` end to end (harvest → city model → render →
+1. runs the ``build-dataset`` flow for ``sample`` end to end (harvest → city model → render →
    store → index → verify → report), Prefect in ephemeral mode (no server; its database lives
-   in ``outputs/demo/prefect``);
-3. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config; a short first run
+   in ``outputs/demo/prefect``); the sample city's registry entry names its replay content, so
+   the flow serves it itself on 127.0.0.1 (a stand-in for Mapillary, no token);
+2. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config; a short first run
    measures the machine's speed, further resumed runs fill the rest of ``--train-minutes``);
-4. translates one rendered panorama with the trained generator;
-5. prints where everything is.
+3. translates one rendered panorama with the trained generator;
+4. prints where everything is.
 
 No token, no network, no GPU needed. Rerunning reuses the dataset (nothing is harvested,
 rendered or written again) and continues training from the newest checkpoint.
@@ -25,8 +25,6 @@ from pathlib import Path
 from .prefect_env import use_local_prefect
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_REPLAY = REPO / "data" / "sample" / "replay"
-DEMO_TOKEN = "MLY|s2r-demo|replay-only"  # accepted by the local replay server only
 
 # the tiny preset trains 2 epochs; the demo trains by step count instead (few samples, so
 # checkpoint and validate every 5 epochs rather than after each one)
@@ -49,7 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-minutes", type=float, default=5.0, help="CPU training time of the tiny GAN (default 5)")
     ap.add_argument("--train-steps", type=int, default=None, help="train this many steps instead of --train-minutes")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
-    ap.add_argument("--content", type=Path, default=SAMPLE_REPLAY, help="replay content (default data/sample/replay)")
     args = ap.parse_args(argv)
     if args.width is not None and (args.width < 16 or args.width % 4):
         ap.error(f"--width {args.width}: must be a multiple of 4, >= 16")
@@ -104,24 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     use_local_prefect(out / "prefect")  # before prefect is imported
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    if not (args.content / "images.json").is_file():
-        print(f"demo: replay content missing at {args.content} (expected images.json + images/); "
+    from s2r_data.cities import load_city
+
+    content = Path(load_city("sample").replay_content or "")
+    if not (content / "images.json").is_file():
+        print(f"demo: replay content missing at {content} (expected images.json + images/); "
               "regenerate it with `python -m s2r_data.mapillary.sample_content --out data/sample/replay`", file=sys.stderr)
         return 2
 
     say("starting Prefect (ephemeral mode; the first start creates its database, ~20-40 s)")
-    from s2r_data.mapillary.replay import ReplayServer
-
     from .build_dataset import build_dataset
 
-    os.environ["MAPILLARY_TOKEN"] = DEMO_TOKEN  # this process only; the replay server accepts it
-    with ReplayServer(args.content, DEMO_TOKEN) as srv:
-        say(f"replay server (stand-in for Mapillary) at {srv.graph_url} with {len(srv.image_ids)} panoramas")
-        say("flow build-dataset: harvest → city model → render (Blender) → store → verify")
-        summary = build_dataset(
-            city="sample", width=args.width, limit=args.limit, out_dir=str(out),
-            graph_url=srv.graph_url, tiles_url=srv.tiles_url, batch_size=6,
-        )
+    say(f"flow build-dataset: harvest (replay server with {content}, a stand-in for Mapillary) "
+        "→ city model → render (Blender) → store → verify")
+    summary = build_dataset(city="sample", width=args.width, limit=args.limit, out_dir=str(out), batch_size=6)
     c = summary["counts"]
     say(f"dataset verified: {summary['samples_in_store']} samples ({c['rendered_now']} rendered now, "
         f"{c['already_in_store']} from earlier runs) in {summary['timings_s'].get('total', 0):.0f} s")

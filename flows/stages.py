@@ -7,18 +7,18 @@ calls and checks its outputs first, so any step can be rerun and is testable on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from s2r_data.cities import CityConfig
+from s2r_data.cities import CityConfig, city_with_area, load_city
 from s2r_data.mapillary import tile_part_complete, tile_part_path
 from s2r_data.poses import Pose, PoseError, pose_from_mapillary
 
@@ -36,6 +36,9 @@ __all__ = [
     "HarvestOutcome",
     "SampleSpec",
     "check_harvest_overrides",
+    "city_for_task",
+    "MapillaryEndpoints",
+    "mapillary_endpoints",
     "city_model",
     "tile_part_complete",
     "tile_part_stamp",
@@ -90,16 +93,54 @@ def city_model(city: CityConfig, out_dir: Path) -> Path:
 # harvest
 
 
-def check_harvest_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate extra HarvestConfig fields early (before any task runs); returns a plain dict."""
+def check_harvest_overrides(overrides: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """Validate extra HarvestConfig fields early (before any task runs); returns a plain dict.
+
+    ``fields`` are HarvestConfig fields given as flow parameters (the rate limits); None means
+    "not given". Setting one both ways with different values is an error."""
     from s2r_data.mapillary.config import HarvestConfig
 
     reserved = {"graph_url", "tiles_url", "incremental", "progress"}
     clash = sorted(reserved & set(overrides))
     if clash:
         raise ValueError(f"harvest_overrides may not set {clash}: they are flow parameters (graph_url, tiles_url, incremental)")
-    HarvestConfig.from_dict(dict(overrides))  # unknown keys / bad values raise with the field name
-    return dict(overrides)
+    merged = dict(overrides)
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in merged and merged[name] != value:
+            raise ValueError(f"{name} is given twice: {value!r} as a parameter, {merged[name]!r} in harvest_overrides")
+        merged[name] = value
+    HarvestConfig.from_dict(merged)  # unknown keys / bad values raise with the field name
+    return merged
+
+
+def city_for_task(city: str, registry: str | None = None, area_lonlat: Sequence[Sequence[float]] | None = None) -> CityConfig:
+    """The flow's city inside a task: the registry entry, restricted to the custom area if any."""
+    cfg = load_city(city, Path(registry) if registry else None)
+    return city_with_area(cfg, area_lonlat) if area_lonlat else cfg
+
+
+@dataclass(frozen=True)
+class MapillaryEndpoints:
+    graph_url: str
+    tiles_url: str
+    replay: bool  # a local replay server started for this run (its own token, not the user's)
+
+
+@contextlib.contextmanager
+def mapillary_endpoints(city: CityConfig, graph_url: str | None, tiles_url: str | None) -> Iterator[MapillaryEndpoints]:
+    """Where to harvest from: the URLs given; else, for a city with embedded replay content
+    (``replay:`` in the registry), a replay server on 127.0.0.1 (a free port) for the life of the
+    block; else Mapillary's hosts. Tasks must run in this process to reach the replay server."""
+    from s2r_data.mapillary.config import DEFAULT_GRAPH_URL, DEFAULT_TILES_URL
+    from s2r_data.mapillary.replay import REPLAY_TOKEN, ReplayServer
+
+    if graph_url is None and tiles_url is None and city.replay_content:
+        with ReplayServer(city.replay_content, REPLAY_TOKEN, host="127.0.0.1", port=0) as srv:
+            yield MapillaryEndpoints(srv.graph_url, srv.tiles_url, replay=True)
+        return
+    yield MapillaryEndpoints(graph_url or DEFAULT_GRAPH_URL, tiles_url or DEFAULT_TILES_URL, replay=False)
 
 
 def tile_part_stamp(harvest_dir: Path, tile_id: str) -> str | None:
@@ -126,42 +167,43 @@ def harvest_tile(
     tiles_url: str,
     incremental: bool,
     overrides: Mapping[str, Any],
+    replay: bool = False,
 ) -> dict[str, Any]:
     """Harvest one z14 tile into ``harvest_dir/tiles/<z>_<x>_<y>.parquet`` (+ images).
 
     A finished part is the proof of work: without ``incremental`` the tile is skipped without
     touching the network (or the token). Errors are re-raised with the tile, the API base and
-    the fix in the message; the token never appears.
+    the fix in the message; the token never appears. ``replay``: the endpoints are a replay
+    server started by the flow, which takes its own local token.
     """
     from s2r_data.mapillary import harvest_tiles
     from s2r_data.mapillary.config import HarvestConfig
     from s2r_data.mapillary.errors import MapillaryAuthError, MapillaryBlockedError, MapillaryError
+    from s2r_data.mapillary.replay import REPLAY_TOKEN
 
     part = tile_part_path(harvest_dir, tile_id)
-    if not incremental and tile_part_complete(harvest_dir, tile_id):
+    retry_quarantined = bool(overrides.get("retry_quarantined", False))
+    if not incremental and tile_part_complete(harvest_dir, tile_id, polygon_lonlat=city.polygon, retry_quarantined=retry_quarantined):
         return {"tile": tile_id, "skipped": True, "statuses": _status_counts_of_part(part), "new": 0}
     before = _status_counts_of_part(part) if part.is_file() else {}
-    token = load_mapillary_token()
+    token = REPLAY_TOKEN if replay else load_mapillary_token()
     cfg = HarvestConfig(graph_url=graph_url, tiles_url=tiles_url, incremental=incremental, progress=False, **dict(overrides))
-    warnings = _LogCapture("s2r_data.mapillary", token)
     try:
-        with warnings:
-            report = harvest_tiles(city, [tile_id], harvest_dir, cfg, token)
+        report = harvest_tiles(city, [tile_id], harvest_dir, cfg, token)
     except MapillaryAuthError as e:
         raise PermanentHarvestError(
             f"Mapillary rejected the access token while harvesting tile {tile_id} from {graph_url}: {e}. "
             "Check $MAPILLARY_TOKEN or the Prefect Secret block 'mapillary-token' (a client token 'MLY|...')"
         ) from e
-    except MapillaryBlockedError as e:
-        raise PermanentHarvestError(f"the coverage tile host {tiles_url} is blocking this machine (tile {tile_id}): {e}; wait an hour and rerun") from e
+    except MapillaryBlockedError as e:  # the library's message carries the advice (one wait time)
+        raise PermanentHarvestError(f"the coverage tile host {tiles_url} is blocking this machine (tile {tile_id}): {e}") from e
     except MapillaryError as e:
         raise HarvestNetworkError(f"harvest of tile {tile_id} failed talking to {graph_url} / {tiles_url}: {e}") from e
     except OSError as e:  # connection refused, DNS, ...
         raise HarvestNetworkError(f"cannot reach the Mapillary API at {graph_url} / {tiles_url} for tile {tile_id}: {e}") from e
-    if tile_id in getattr(report, "failed_tiles", ()):
-        last = warnings.messages[-1] if warnings.messages else "no detail"
+    if tile_id in report.tile_errors:
         raise HarvestNetworkError(
-            f"could not fetch coverage tile {tile_id} from {tiles_url} ({last}); "
+            f"could not fetch coverage tile {tile_id} from {tiles_url} ({report.tile_errors[tile_id]}); "
             "is the Mapillary API reachable from this machine? Rerun to retry (finished tiles are kept)"
         )
     after = _status_counts_of_part(part) if part.is_file() else {}
@@ -179,29 +221,6 @@ def _plain(obj: Any) -> Any:
         return json.loads(json.dumps(obj, default=str))
     except (TypeError, ValueError):
         return str(obj)
-
-
-class _LogCapture(logging.Handler):
-    """Collects WARNING+ messages of a library logger while active, with ``secret`` redacted
-    (the harvester redacts its own log records too; this does not rely on it)."""
-
-    def __init__(self, logger_name: str, secret: str):
-        from s2r_data.mapillary.redact import Redactor
-
-        super().__init__(level=logging.WARNING)
-        self.logger = logging.getLogger(logger_name)
-        self.redact = Redactor(secret)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(self.redact(record.getMessage()))
-
-    def __enter__(self) -> "_LogCapture":
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.logger.removeHandler(self)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "is_temp_name"]
+
+# ".<target name>.<uuid4 hex>.partial<suffix>": what atomic_path names its temp files
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.partial(\.[^/]*)?$")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of an :func:`atomic_path` temp file (a write in progress, or left behind
+    by a killed process). Every directory listing that looks for finished files skips these."""
+    return bool(_TEMP_NAME.match(name))
 
 
 @contextlib.contextmanager

@@ -34,6 +34,8 @@ from .errors import (
     classify_graph_response,
     classify_image_response,
     classify_tile_response,
+    image_body_problem,
+    tiles_block_advice,
 )
 from .ratelimit import TokenBucket
 from .redact import Redactor
@@ -42,6 +44,7 @@ __all__ = [
     "MapillaryClient",
     "ClientStats",
     "DownloadedImage",
+    "ImageContentError",
     "ImageInvalidError",
     "ImageStaleError",
     "validate_jpeg",
@@ -54,6 +57,10 @@ _USER_AGENT = "s2r-harvester/0.1 (+https://github.com/; Mapillary API v4)"
 
 class ImageInvalidError(MapillaryRequestError):
     """The downloaded bytes are not a complete, decodable JPEG (or not 2:1 when required)."""
+
+
+class ImageContentError(ImageInvalidError):
+    """The CDN answered 200 with something that is not a JPEG at all (an HTML page, JSON, empty)."""
 
 
 class ImageStaleError(MapillaryRequestError):
@@ -138,6 +145,11 @@ class MapillaryClient:
             self._session = None
 
     # ---- retry plumbing ------------------------------------------------------------------
+    async def backoff(self, attempt: int) -> None:
+        """Sleep the jittered back-off of retry ``attempt`` (0-based) and count the retry."""
+        self.stats.retries += 1
+        await asyncio.sleep(self._backoff_s(attempt))
+
     def _backoff_s(self, attempt: int, retry_after: str | None = None) -> float:
         cap = min(self.config.backoff_max_s, self.config.backoff_base_s * (2**attempt))
         delay = cap / 2 + self._rng.uniform(0, cap / 2)
@@ -175,11 +187,11 @@ class MapillaryClient:
 
     async def _api_call(self, kind: str, url: str, *, what: str, headers, bucket, sem, allow_redirects: bool, classify) -> Any:
         """GET + classify + retry; returns parsed JSON (Graph) or raw bytes (tiles)."""
-        last_reason, last_status = "unknown", None
+        last_reason, last_status, last_answer = "unknown", None, "no answer"
         for attempt in range(self.config.max_retries + 1):
             got = await self._get(kind, url, headers=headers, bucket=bucket, sem=sem, allow_redirects=allow_redirects)
             if isinstance(got, str):  # network error: retry like a 5xx
-                last_reason, last_status = "network", None
+                last_reason, last_status, last_answer = "network", None, got
                 if attempt < self.config.max_retries:
                     self.stats.retries += 1
                     log.debug("%s: %s; retry %d", what, got, attempt + 1)
@@ -188,6 +200,7 @@ class MapillaryClient:
             status, ctype, body, rh = got
             outcome, err = classify(status, ctype, body)
             msg = f"{what}: HTTP {status}" + (f", code {err.code}: {err.message}" if err else "")
+            last_answer = f"HTTP {status}" + (f", code {err.code}: {err.message[:120]}" if err else f" ({ctype or 'no content type'})")
             if outcome is Outcome.AUTH:
                 raise MapillaryAuthError(
                     self.redact(
@@ -201,8 +214,7 @@ class MapillaryClient:
                 raise MapillaryBlockedError(
                     self.redact(
                         f"{what}: tiles host answered HTTP {status} ({ctype or 'no content type'}) instead of a vector "
-                        "tile: this IP is blocked by tiles.mapillary.com's undocumented throttle. Stop now (retrying "
-                        "extends the block), wait ~24 h, lower tiles_rate_per_min, then rerun (finished tiles are kept)."
+                        f"tile: this IP is blocked by tiles.mapillary.com's undocumented throttle. {tiles_block_advice()}"
                     )
                 )
             if outcome is Outcome.OK:
@@ -216,6 +228,7 @@ class MapillaryClient:
                 except (ValueError, UnicodeDecodeError) as e:
                     last_reason, last_status = "malformed_json", status
                     msg = f"{what}: malformed JSON ({type(e).__name__})"
+                    last_answer = f"HTTP {status} with malformed JSON"
             elif outcome is Outcome.NOT_FOUND:
                 raise MapillaryRequestError(self.redact(msg), reason="not_found", status=status)
             elif outcome is Outcome.PERMANENT:
@@ -230,7 +243,7 @@ class MapillaryClient:
                 log.debug("%s; retry %d", self.redact(msg), attempt + 1)
                 await asyncio.sleep(self._backoff_s(attempt, rh.get("Retry-After") if outcome is Outcome.RETRY else None))
         raise MapillaryRequestError(
-            self.redact(f"{what}: gave up after {self.config.max_retries + 1} attempts ({last_reason})"),
+            self.redact(f"{what}: gave up after {self.config.max_retries + 1} attempts; last answer: {last_answer}"),
             reason=f"{last_reason} after {self.config.max_retries + 1} attempts",
             status=last_status,
         )
@@ -300,31 +313,27 @@ class MapillaryClient:
     async def download_image(self, url: str, dest: Path, *, what: str, require_2to1: bool = True) -> DownloadedImage:
         """Stream a signed thumbnail URL to ``dest`` (temp file + rename) and validate it.
 
-        Transient failures are retried here; raises :class:`ImageStaleError` (403/410),
-        :class:`ImageInvalidError` (undecodable / wrong shape, after retries) or
-        :class:`MapillaryRequestError`.
+        Answers without a body (5xx, 429, refused connections) are retried here with the same URL.
+        Once a body was received the URL may be spent (signed URLs can be single-use), so every
+        problem with the body is raised for the caller to retry with a *fresh* URL:
+        :class:`ImageContentError` (200 but not a JPEG: an HTML page ...), :class:`ImageInvalidError`
+        (truncated, cut transfer, undecodable, wrong shape). Also raises :class:`ImageStaleError`
+        (403/410) and :class:`MapillaryRequestError` (404: ``not_found``; other failures).
         """
         assert self._session is not None
-        last: MapillaryRequestError | None = None
         for attempt in range(self.config.max_retries + 1):
             try:
                 return await self._download_once(url, dest, what=what, require_2to1=require_2to1)
-            except ImageStaleError:
+            except (ImageInvalidError, ImageStaleError):
                 raise
-            except ImageInvalidError as e:
-                if e.reason.startswith("not_2to1"):
-                    raise  # a wrong shape does not get better on retry
-                last = e
             except MapillaryRequestError as e:
                 if e.reason == "not_found" or (e.reason.startswith("http_4") and e.reason != "http_429"):
                     raise
-                last = e
-            if attempt < self.config.max_retries:
-                self.stats.retries += 1
-                log.debug("%s; retry %d", last, attempt + 1)
-                await asyncio.sleep(self._backoff_s(attempt))
-        assert last is not None
-        raise last
+                if attempt == self.config.max_retries:
+                    raise
+                log.debug("%s; retry %d", e, attempt + 1)
+                await self.backoff(attempt)
+        raise AssertionError("unreachable")
 
     async def _download_once(self, url: str, dest: Path, *, what: str, require_2to1: bool) -> DownloadedImage:
         async with self._sem:
@@ -345,16 +354,22 @@ class MapillaryClient:
                             self.stats.rate_limited += 1
                         raise MapillaryRequestError(f"{what}: CDN HTTP {resp.status}", reason=f"http_{resp.status}", status=resp.status)
                     expected = resp.content_length
+                    content_type = resp.headers.get("Content-Type", "")
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         chunks.append(chunk)
                         h.update(chunk)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                if not chunks:  # nothing received: the URL is not spent
+                    raise MapillaryRequestError(f"{what}: {type(e).__name__}", reason="network") from None
                 raise ImageInvalidError(f"{what}: transfer failed ({type(e).__name__})", reason="image_transfer") from None
             except aiohttp.ClientError as e:
                 raise MapillaryRequestError(f"{what}: {type(e).__name__}", reason="network") from None
         n = sum(len(c) for c in chunks)
         if expected is not None and n != expected:
             raise ImageInvalidError(f"{what}: truncated ({n} of {expected} bytes)", reason="image_truncated")
+        problem = image_body_problem(content_type, b"".join(chunks[:8])[:64])
+        if problem:
+            raise ImageContentError(f"{what}: CDN answered 200 with {problem.split(': ', 1)[1]}", reason=problem)
         # temp file, fsync, decode check, rename: blocking work, off the event loop
         w, hgt = await asyncio.to_thread(_write_validated, dest, chunks, require_2to1)
         self.stats.bytes_downloaded += n

@@ -81,6 +81,7 @@ class HarvestConfig:
     batch_size: int = 200  # ids per `images?image_ids=` call (mapillary-js uses 200)
     image_size: ImageSize = "2048"  # thumb_2048_url, or the full-resolution thumb_original_url
     incremental: bool = False  # re-read coverage of finished tiles; fetch only ids not yet in the table
+    retry_quarantined: bool = False  # look again at quarantined ids (fresh metadata, fresh download)
     progress: bool = True  # tqdm bars (tiles, images)
     seed: int | None = None  # jitter RNG seed (None = OS entropy)
 

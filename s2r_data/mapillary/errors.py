@@ -3,8 +3,10 @@
 Graph errors come as ``{"error": {"message", "type", "code", "error_subcode"?, "is_transient"?,
 "fbtrace_id"}}``: code 4 (HTTP 403) = application request limit → back off; code 190 or HTTP
 401 = bad/expired token → stop the whole run; code 100 (subcode 33, HTTP 400) = the object does
-not exist → skip the image. Tile answers that are redirects or HTML are the undocumented per-IP
-block of ``tiles.mapillary.com`` → abort (retrying extends the block).
+not exist → skip the image. The undocumented per-IP block of ``tiles.mapillary.com`` has its own
+signature: a redirect (302 to a login page) or, once a redirect was followed, an HTML page with
+status 200 → abort (retrying extends the block). Any 5xx, HTML or not, is a transient server error
+→ retry with back-off.
 """
 
 from __future__ import annotations
@@ -24,7 +26,22 @@ __all__ = [
     "classify_graph_response",
     "classify_tile_response",
     "classify_image_response",
+    "image_body_problem",
+    "TILES_BLOCK_WAIT_H",
+    "tiles_block_advice",
 ]
+
+# How long a blocked IP should wait before the next tile request (streetscape-tracker: the block
+# cleared ~20-26 h after the last refused request). The one source for every message that says so.
+TILES_BLOCK_WAIT_H = 24
+
+
+def tiles_block_advice() -> str:
+    """What to do about a tiles-host block (library errors and flow failures both say this)."""
+    return (
+        f"Stop now (retrying extends the block), wait ~{TILES_BLOCK_WAIT_H} h, lower tiles_rate_per_min "
+        "(CLI --tiles-rate-per-min, flow parameter tiles_rate_per_min), then rerun (finished tiles are kept)."
+    )
 
 
 class MapillaryError(RuntimeError):
@@ -36,7 +53,9 @@ class MapillaryAuthError(MapillaryError):
 
 
 class MapillaryBlockedError(MapillaryError):
-    """tiles.mapillary.com answered with a redirect or an HTML page: a per-IP block."""
+    """tiles.mapillary.com answered with a redirect or an HTML page (status 200): a per-IP block."""
+
+    wait_h = TILES_BLOCK_WAIT_H
 
 
 class MapillaryRequestError(MapillaryError):
@@ -116,11 +135,12 @@ def classify_graph_response(status: int, body: bytes | None) -> tuple[Outcome, A
 
 
 def classify_tile_response(status: int, content_type: str, body: bytes | None) -> tuple[Outcome, ApiError | None]:
-    """Coverage tiles: redirects and HTML are a block; else like Graph."""
-    if 300 <= status < 400 or "text/html" in (content_type or "").lower():
+    """Coverage tiles: a redirect, or an HTML page with a success status, is the block; every other
+    answer (a 502 HTML error page included) is classified like Graph's (5xx → retry)."""
+    if 300 <= status < 400:
         return Outcome.BLOCKED, None
-    if status == 200:
-        return Outcome.OK, None
+    if 200 <= status < 300:
+        return (Outcome.BLOCKED if "text/html" in (content_type or "").lower() else Outcome.OK), None
     return classify_graph_response(status, body)
 
 
@@ -135,3 +155,22 @@ def classify_image_response(status: int) -> Outcome:
     if status == 429 or status >= 500:
         return Outcome.RETRY
     return Outcome.PERMANENT
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def image_body_problem(content_type: str, head: bytes) -> str | None:
+    """Why a CDN answer with status 200 is not a JPEG at all (an HTML page, JSON, empty), or None.
+
+    ``head`` is the first bytes of the body. Such content does not get better on retry with the
+    same URL: the harvester quarantines the image (with this reason) after one fresh URL.
+    """
+    ct = (content_type or "").split(";")[0].strip().lower() or "no content type"
+    if not head:
+        return f"image_not_jpeg: empty body ({ct})"
+    if head.startswith(_JPEG_MAGIC):
+        return None
+    text = head[:40].decode("latin-1").strip().replace("\n", " ")
+    kind = "HTML page" if ("html" in ct or text.lower().startswith(("<!doctype html", "<html"))) else "not a JPEG"
+    return f"image_not_jpeg: {kind} ({ct}, starts {text[:24]!r})"

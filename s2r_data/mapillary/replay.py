@@ -17,7 +17,8 @@ arrival time is recorded so a benchmark can check the client never exceeded them
 
 Content-only keys in ``images.json`` (stripped from answers): ``_replay_deleted`` (in the tiles,
 gone from Graph), ``_replay_corrupt_image`` (the CDN always sends a truncated JPEG),
-``_replay_no_image`` (no thumbnail URLs), ``organization_id`` (tiles only).
+``_replay_html_image`` (the CDN always answers 200 with an HTML page), ``_replay_no_image`` (no
+thumbnail URLs), ``organization_id`` (tiles only).
 
 CLI: ``python -m s2r_data.mapillary.replay --content data/sample/replay --port 0 --token T``
 prints ``REPLAY_URL http://127.0.0.1:<port>`` and serves until interrupted.
@@ -48,7 +49,10 @@ from aiohttp import web
 
 from .coverage import encode_coverage_tile
 
-__all__ = ["FaultConfig", "ReplayServer", "load_content", "KNOWN_IMAGE_FIELDS", "main"]
+__all__ = ["FaultConfig", "ReplayServer", "load_content", "KNOWN_IMAGE_FIELDS", "REPLAY_TOKEN", "main"]
+
+# The token a replay server accepts unless told otherwise (a stand-in: it opens nothing upstream).
+REPLAY_TOKEN = "MLY|replay|local"
 
 KNOWN_IMAGE_FIELDS = frozenset(
     {
@@ -96,6 +100,14 @@ def _err_unknown_field(name: str) -> dict[str, Any]:
     return _envelope(f"Tried accessing nonexisting field ({name}) on node type (Image)", 100)
 
 
+_HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+_HTML_PAGE = "<!DOCTYPE html><html><head><title>Mapillary</title></head><body>Something went wrong.</body></html>"
+
+
+def _html_502() -> web.Response:
+    return web.Response(status=502, text=_HTML_502, content_type="text/html")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FaultConfig:
     """Seeded fault injection and limits. Probabilities are per request of the kinds named."""
@@ -110,6 +122,9 @@ class FaultConfig:
     p_malformed_json: float = 0.0  # graph: 200 with a cut-off JSON body
     p_truncated_image: float = 0.0  # images: first half of the JPEG only
     p_expired_url: float = 0.0  # images: 403 "URL signature expired" (first download of an image only)
+    p_html_502: float = 0.0  # graph, tiles, images: 502 with an HTML error page (a proxy in between)
+    p_html_image: float = 0.0  # images: 200 with an HTML page instead of the JPEG
+    single_use_urls: bool = False  # a signed thumbnail URL serves one body; reusing it → 403
     graph_rate_per_s: float | None = None  # server-side token bucket; None = unlimited
     graph_burst: int = 10
     tiles_rate_per_s: float | None = None
@@ -149,11 +164,14 @@ class FaultConfig:
         )
 
     def _probs(self, kind: str) -> dict[str, float]:
+        # new kinds go last: a zero probability leaves the seeded choice of the others unchanged
         if kind == "graph":
-            return {"500": self.p_http_500, "429": self.p_http_429, "code4": self.p_code_4, "190": self.p_code_190, "malformed": self.p_malformed_json}
+            return {"500": self.p_http_500, "429": self.p_http_429, "code4": self.p_code_4, "190": self.p_code_190,
+                    "malformed": self.p_malformed_json, "html502": self.p_html_502}  # fmt: skip
         if kind == "tiles":
-            return {"500": self.p_http_500, "429": self.p_http_429}
-        return {"500": self.p_http_500, "truncated": self.p_truncated_image, "expired": self.p_expired_url}
+            return {"500": self.p_http_500, "429": self.p_http_429, "html502": self.p_html_502}
+        return {"500": self.p_http_500, "truncated": self.p_truncated_image, "expired": self.p_expired_url,
+                "html502": self.p_html_502, "html": self.p_html_image}  # fmt: skip
 
 
 class _Bucket:
@@ -218,6 +236,7 @@ class ReplayServer:
         self._tile_cache: dict[tuple[str, str, int], bytes] = {}
         self._version = 0
         self._seen: dict[str, int] = {}
+        self._used_urls: set[str] = set()  # signatures of single-use URLs already served
         self._log: list[dict[str, Any]] = []  # {t, kind, status, fault}
         self._graph_bucket = _Bucket(self.faults.graph_rate_per_s, self.faults.graph_burst) if self.faults.graph_rate_per_s else None
         self._tiles_bucket = _Bucket(self.faults.tiles_rate_per_s, self.faults.tiles_burst) if self.faults.tiles_rate_per_s else None
@@ -430,6 +449,9 @@ class ReplayServer:
             return self._json("graph", t, 403, _err_rate_limit(), fault, auth=how)
         if fault == "190":
             return self._json("graph", t, 500, _err_token(), fault, auth=how)
+        if fault == "html502":
+            self._record("graph", 502, fault, t, {"auth": how})
+            return _html_502()
         request[_FAULT_KEY] = fault
         request[_AUTH_KEY] = how
         return None
@@ -514,6 +536,9 @@ class ReplayServer:
         if fault == "429":
             self._record("tile", 429, fault, t)
             return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": str(self.faults.retry_after_s)})
+        if fault == "html502":
+            self._record("tile", 502, fault, t)
+            return _html_502()
         body = self._tile_bytes(layer, z, x, y)
         self._record("tile", 200, None, t)
         return web.Response(status=200, body=body, content_type="application/x-protobuf")
@@ -553,6 +578,12 @@ class ReplayServer:
         if expiry < time.time():
             self._record("image", 403, "expired", t, {"id": image_id})
             return web.Response(status=403, text="URL signature expired")
+        if self.faults.single_use_urls:
+            with self._lock:
+                reused = sig in self._used_urls
+            if reused:
+                self._record("image", 403, "reused", t, {"id": image_id})
+                return web.Response(status=403, text="URL signature already used")
         with self._lock:
             rec = self._records.get(image_id)
             data = self._thumb_bytes(image_id, size)
@@ -564,12 +595,23 @@ class ReplayServer:
             fault = None  # a URL goes stale between metadata and download; the fresh one works
         if rec.get("_replay_corrupt_image"):
             fault = "truncated"
+        if rec.get("_replay_html_image"):
+            fault = "html"
         if fault == "500":
             self._record("image", 500, fault, t, {"id": image_id})
             return web.Response(status=500, text="Internal Server Error")
+        if fault == "html502":
+            self._record("image", 502, fault, t, {"id": image_id})
+            return _html_502()
         if fault == "expired":
             self._record("image", 403, fault, t, {"id": image_id})
             return web.Response(status=403, text="URL signature expired")
+        if self.faults.single_use_urls:
+            with self._lock:
+                self._used_urls.add(sig)
+        if fault == "html":
+            self._record("image", 200, fault, t, {"id": image_id, "size": size})
+            return web.Response(status=200, text=_HTML_PAGE, content_type="text/html")
         if fault == "truncated":
             data = data[: len(data) // 2]
         self._record("image", 200, fault, t, {"id": image_id, "size": size})
@@ -606,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--content", default="data/sample/replay", help="directory with images.json and images/")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = a free port")
-    ap.add_argument("--token", default=None, help="token to accept (default: $MAPILLARY_TOKEN, else 'MLY|replay|local')")
+    ap.add_argument("--token", default=None, help=f"token to accept (default: $MAPILLARY_TOKEN, else {REPLAY_TOKEN!r})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0, help="mixed recoverable faults, fraction of requests")
@@ -617,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--images-rate", type=float, default=None, help="CDN limit, requests/s (429 beyond)")
     ap.add_argument("--images-burst", type=int, default=16)
     args = ap.parse_args(argv)
-    token = args.token or os.environ.get("MAPILLARY_TOKEN") or "MLY|replay|local"
+    token = args.token or os.environ.get("MAPILLARY_TOKEN") or REPLAY_TOKEN
     faults = FaultConfig.mixed(
         args.fault_rate,
         seed=args.seed,

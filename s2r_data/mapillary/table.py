@@ -2,7 +2,9 @@
 
 One row per discovered panorama id (``image_id`` unique), whatever happened to it (``status`` +
 ``reason``). Per-tile parts ``tiles/<z>_<x>_<y>.parquet`` let a flow harvest one tile per task;
-:func:`merge_harvest_tables` folds them into ``harvest.parquet``. No URL is ever stored.
+a tile still in progress has its finished rows in ``tiles/<z>_<x>_<y>.progress.jsonl``
+(:mod:`.progress`). :func:`merge_harvest_tables` folds both into ``harvest.parquet``. Listings skip
+temp files of interrupted writes. No URL is ever stored.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, is_temp_name
+from .progress import JOURNAL_SUFFIX, read_journal
 from .records import STATUSES
+from .tempfiles import harvest_session
 
 __all__ = [
     "SCHEMA",
@@ -23,6 +27,8 @@ __all__ = [
     "HARVEST_TABLE",
     "TILES_DIR",
     "tile_part_path",
+    "tile_part_paths",
+    "tile_rows_on_disk",
     "rows_to_table",
     "write_table",
     "read_table",
@@ -84,6 +90,25 @@ _DISK_SCHEMA = pa.schema(
 
 def tile_part_path(out_dir: str | Path, tile: str) -> Path:
     return Path(out_dir) / TILES_DIR / (tile.replace("/", "_") + ".parquet")
+
+
+def tile_part_paths(out_dir: str | Path, suffix: str = ".parquet") -> list[Path]:
+    """The finished files ``tiles/*<suffix>`` (sorted), never the temp file of a write in progress
+    or of a killed one (``.14_x_y.parquet.<hex>.partial.parquet``)."""
+    d = Path(out_dir) / TILES_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.name.endswith(suffix) and not is_temp_name(p.name) and p.is_file())
+
+
+def tile_rows_on_disk(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of every tile part, then of every progress journal (tiles still in progress)."""
+    rows: list[dict[str, Any]] = []
+    for part in tile_part_paths(out_dir):
+        rows = merge_rows(rows, table_rows(read_table(part)))
+    for journal in tile_part_paths(out_dir, JOURNAL_SUFFIX):
+        rows = merge_rows(rows, read_journal(journal))
+    return rows
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]], extra_metadata: Mapping[str, str] | None = None) -> pa.Table:
@@ -154,22 +179,21 @@ def merge_rows(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]
 
 
 def merge_harvest_tables(out_dir: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-    """Fold ``out_dir/tiles/*.parquet`` (and an existing ``harvest.parquet``) into
-    ``out_dir/harvest.parquet``, atomically. Idempotent."""
+    """Fold the tile parts and progress journals of ``out_dir/tiles/`` (and an existing
+    ``harvest.parquet``) into ``out_dir/harvest.parquet``, atomically. Idempotent."""
     out_dir = Path(out_dir)
     target = out_dir / HARVEST_TABLE
-    rows: list[dict[str, Any]] = table_rows(read_table(target)) if target.is_file() else []
-    meta: dict[str, str] = {}
-    for part in sorted((out_dir / TILES_DIR).glob("*.parquet")):
-        t = read_table(part)
-        for k in (b"layer", b"image_size"):
-            v = (t.schema.metadata or {}).get(k)
-            if v is not None:
-                meta[k.decode()] = v.decode()
-        rows = merge_rows(rows, table_rows(t))
-    meta.pop("complete", None)
-    meta.update(extra_metadata or {})
-    return write_table(rows_to_table(rows, {**meta, "summary": json.dumps(_status_counts(rows))}), target)
+    with harvest_session(out_dir):
+        rows: list[dict[str, Any]] = table_rows(read_table(target)) if target.is_file() else []
+        rows = merge_rows(rows, tile_rows_on_disk(out_dir))
+        meta: dict[str, str] = {}
+        for part in tile_part_paths(out_dir):
+            md = pq.read_schema(part).metadata or {}
+            for k in (b"layer", b"image_size"):
+                if md.get(k) is not None:
+                    meta[k.decode()] = md[k].decode()
+        meta.update(extra_metadata or {})
+        return write_table(rows_to_table(rows, {**meta, "summary": json.dumps(_status_counts(rows))}), target)
 
 
 def _status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
