@@ -1,6 +1,18 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from s2r_data.cities import CityRegistryError, UnknownCityError, known_cities, load_city
+from s2r_data.cities import (
+    AreaError,
+    CityRegistryError,
+    UnknownCityError,
+    area_from_bbox,
+    area_from_geojson,
+    known_cities,
+    load_city,
+    load_city_or_area,
+)
 from s2r_data.tiles import parse_tile_id, tile_polygon_lonlat, tiles_for_polygon
 
 
@@ -82,3 +94,58 @@ def test_sample_city_tiles_and_paris_tile_count():
 def test_bad_tile_ids(bad):
     with pytest.raises(ValueError, match="tile id"):
         parse_tile_id(bad)
+
+
+def test_sample_names_its_replay_content(tmp_path):
+    c = load_city("sample")
+    assert c.replay_content and (Path(c.replay_content) / "images.json").is_file()
+    assert load_city("paris").replay_content is None
+    reg = tmp_path / "cities.yaml"
+    reg.write_text("cities:\n  x:\n    boundary_lonlat: [[0,0],[1,0],[1,1]]\n    reference_lonlat: [0.5, 0.5]\n"
+                   "    osm_source: a.osm\n    replay: here/replay\n")
+    assert load_city("x", registry=reg).replay_content == str(tmp_path / "here" / "replay")  # relative to the registry
+
+
+def test_bbox_area():
+    assert area_from_bbox("2.36,48.81,2.37,48.82") == ((2.36, 48.81), (2.37, 48.81), (2.37, 48.82), (2.36, 48.82))
+    assert area_from_bbox([2.36, 48.81, 2.37, 48.82]) == area_from_bbox(" 2.36, 48.81 ,2.37,48.82")
+    for bad, match in (("2.37,48.81,2.36,48.82", "W < E"), ("1,2,3", "got 3"), ("a,b,c,d", "4 numbers"),
+                       ("48.81,2.36,48.82,200", "not \\(lon, lat\\)")):  # fmt: skip
+        with pytest.raises(AreaError, match=match):
+            area_from_bbox(bad)
+
+
+def test_geojson_area_file_text_feature_collection(tmp_path):
+    ring = [[2.36, 48.81], [2.37, 48.81], [2.37, 48.82], [2.36, 48.81]]
+    poly = {"type": "Polygon", "coordinates": [ring]}
+    expected = ((2.36, 48.81), (2.37, 48.81), (2.37, 48.82))
+    f = tmp_path / "area.geojson"
+    f.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": poly}]}))
+    assert area_from_geojson(str(f)) == area_from_geojson(json.dumps(poly)) == area_from_geojson(poly) == expected
+    assert area_from_geojson({"type": "MultiPolygon", "coordinates": [[ring]]}) == expected
+    hole = [[2.362, 48.812], [2.363, 48.812], [2.363, 48.813], [2.362, 48.812]]
+    for doc, match in (({"type": "Polygon", "coordinates": [ring, hole]}, "hole"),
+                       ({"type": "Point", "coordinates": [2.36, 48.81]}, "a Point"),
+                       ({"type": "FeatureCollection", "features": []}, "0 features"),
+                       ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "not valid")):  # fmt: skip
+        with pytest.raises(AreaError, match=match):
+            area_from_geojson(doc)
+    with pytest.raises(AreaError, match="GeoJSON file .*missing.geojson"):
+        area_from_geojson(str(tmp_path / "missing.geojson"))
+
+
+def test_area_in_a_city_keeps_its_frame_and_a_lone_area_uses_its_centroid():
+    sample = load_city("sample")
+    box = "2.3630,48.8195,2.3650,48.8205"
+    a = load_city_or_area("sample", bbox=box)
+    assert a.name.startswith("sample-area-") and a.name == load_city_or_area("Sample", bbox=box).name
+    assert a.reference_lonlat == sample.reference_lonlat and a.osm_source == sample.osm_source
+    assert a.replay_content == sample.replay_content and a.boundary_lonlat == area_from_bbox(box)
+    assert load_city_or_area("sample", bbox="2.3630,48.8195,2.3651,48.8205").name != a.name
+    lone = load_city_or_area(None, bbox=box)
+    assert lone.name.startswith("area-") and lone.reference_lonlat == pytest.approx((2.3640, 48.8200))
+    assert load_city_or_area("sample") == sample
+    with pytest.raises(AreaError, match="not both"):
+        load_city_or_area("sample", bbox=box, polygon={"type": "Polygon", "coordinates": []})
+    with pytest.raises(AreaError, match="give a city name"):
+        load_city_or_area(None)

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--tiles-rate-per-min", type=float, default=d.tiles_rate_per_min,
                     help="coverage tile requests per minute (lower it after a tiles-host block)")
     ap.add_argument("--tiles-burst", type=int, default=d.tiles_burst)
+    ap.add_argument("--max-retries", type=int, default=d.max_retries, help="retries per request for transient errors")
     ap.add_argument("--incremental", action="store_true", help="re-read coverage; fetch only ids not in the table")
     ap.add_argument("--retry-quarantined", action="store_true",
                     help="look again at quarantined images (fresh metadata and download); by default they are final")
@@ -86,6 +87,24 @@ def _report_outcome(report: HarvestReport) -> int:
     return EXIT_OK
 
 
+def config_from_args(args: argparse.Namespace) -> HarvestConfig:
+    return HarvestConfig(
+        graph_url=args.graph_url,
+        tiles_url=args.tiles_url,
+        layer=args.layer,
+        image_size=args.image_size,
+        max_concurrency=args.concurrency,
+        graph_rate_per_min=args.graph_rate_per_min,
+        graph_burst=args.graph_burst,
+        tiles_rate_per_min=args.tiles_rate_per_min,
+        tiles_burst=args.tiles_burst,
+        max_retries=args.max_retries,
+        incremental=args.incremental,
+        retry_quarantined=args.retry_quarantined,
+        progress=not args.no_progress,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -94,20 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("give --city NAME, or a custom area with --polygon GEOJSON / --bbox W,S,E,N")
     try:
         city = load_city_or_area(args.city, registry=args.registry, polygon=args.polygon, bbox=args.bbox)
-        config = HarvestConfig(
-            graph_url=args.graph_url,
-            tiles_url=args.tiles_url,
-            layer=args.layer,
-            image_size=args.image_size,
-            max_concurrency=args.concurrency,
-            graph_rate_per_min=args.graph_rate_per_min,
-            graph_burst=args.graph_burst,
-            tiles_rate_per_min=args.tiles_rate_per_min,
-            tiles_burst=args.tiles_burst,
-            incremental=args.incremental,
-            retry_quarantined=args.retry_quarantined,
-            progress=not args.no_progress,
-        )
+        config = config_from_args(args)
     except (UnknownCityError, CityRegistryError, AreaError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL

@@ -384,13 +384,15 @@ class ReplayServer:
         self._record(kind, status, fault, t, extra)
         return web.json_response(doc, status=status)
 
-    def _sign(self, image_id: str, size: str, expiry: int) -> str:
-        return hmac.new(self._secret, f"{image_id}/{size}/{expiry}".encode(), hashlib.sha256).hexdigest()[:32]
+    def _sign(self, image_id: str, size: str, expiry: int, nonce: str) -> str:
+        return hmac.new(self._secret, f"{image_id}/{size}/{expiry}/{nonce}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def _thumb_url(self, image_id: str, size: str) -> str:
         expiry = int(time.time() + self.faults.url_ttl_s)
         stp = "s2048x1024" if size == "2048" else ("original" if size == "original" else f"s{size}x{int(size) // 2}")
-        return f"{self.base_url}/cdn/{image_id}/{size}.jpg?stp={stp}&_nc_sid=replay&ccb=10-5&oh={self._sign(image_id, size, expiry)}&oe={expiry:X}"
+        nonce = secrets.token_hex(4)  # every answer signs a new URL (as the CDN does)
+        sig = self._sign(image_id, size, expiry, nonce)
+        return f"{self.base_url}/cdn/{image_id}/{size}.jpg?stp={stp}&_nc_sid=replay&_nc_ohc={nonce}&ccb=10-5&oh={sig}&oe={expiry:X}"
 
     def _thumb_bytes(self, image_id: str, size: str) -> bytes | None:
         data = self._images.get(image_id)
@@ -572,7 +574,7 @@ class ReplayServer:
                 self._record("image", 429, "over_limit", t, {"id": image_id})
                 return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": str(self.faults.retry_after_s)})
         sig = request.query.get("oh", "")
-        if not hmac.compare_digest(sig, self._sign(image_id, size, expiry)):
+        if not hmac.compare_digest(sig, self._sign(image_id, size, expiry, request.query.get("_nc_ohc", ""))):
             self._record("image", 403, "bad_signature", t, {"id": image_id})
             return web.Response(status=403, text="Bad URL hash")
         if expiry < time.time():

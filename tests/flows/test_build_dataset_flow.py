@@ -82,6 +82,25 @@ def test_build_rerun_and_incremental(prefect_api, sample_content, tmp_path, monk
         assert {k: after[k] for k in renders} == renders  # earlier renders untouched
 
 
+@pytest.mark.blender
+def test_sample_city_serves_itself_and_a_bbox_builds_apart(prefect_api, tmp_path, monkeypatch):
+    """``city=sample`` with no URLs and no token: the flow serves the registry's replay content
+    itself; a bbox builds that part of the city, in its frame, in a directory of its own."""
+    from shapely.geometry import Point, box
+
+    from flows.build_dataset import build_dataset
+
+    monkeypatch.delenv("MAPILLARY_TOKEN", raising=False)
+    bbox = [2.36265, 48.81922, 2.36755, 48.82084]  # the south half of the sample city
+    s = build_dataset(city="sample", bbox=bbox, width=64, limit=2, out_dir=str(tmp_path), batch_size=2, preview_count=0)
+    assert s["samples_in_store"] == 2 and s["verified"]
+    city_dir = tmp_path / s["city"]
+    assert s["city"].startswith("sample-area-") and s["store_url"] == str(city_dir / "dataset.zarr")
+    rows = table_rows(read_table(s["harvest_table"]))
+    assert rows and all(box(*bbox).buffer(1e-6).covers(Point(r["lon"], r["lat"])) for r in rows)
+    assert not (tmp_path / "sample").exists()  # the whole city's outputs are not touched
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -49,6 +49,8 @@ def test_harvest_cache_key_follows_the_output_check(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "tile_part_stamp", lambda d, t: "124-789")  # part rewritten
     assert bd._harvest_cache_key(None, params) != key
     assert bd._harvest_cache_key(None, {**params, "incremental": True}) is None  # must re-read coverage
+    retry = {**params, "harvest_overrides": {"retry_quarantined": True}}
+    assert bd._harvest_cache_key(None, retry) is None  # must look at the quarantined ids again
 
 
 def test_resolve_tiles():

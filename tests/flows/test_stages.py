@@ -88,6 +88,23 @@ def test_check_harvest_overrides():
         stages.check_harvest_overrides({"graph_url": "http://x"})
 
 
+def test_rate_parameters_join_the_overrides():
+    got = stages.check_harvest_overrides({"max_retries": 0}, tiles_rate_per_min=30.0, tiles_burst=None, graph_burst=4)
+    assert got == {"max_retries": 0, "tiles_rate_per_min": 30.0, "graph_burst": 4}
+    assert stages.check_harvest_overrides({"graph_burst": 4}, graph_burst=4) == {"graph_burst": 4}
+    with pytest.raises(ValueError, match="graph_burst is given twice"):
+        stages.check_harvest_overrides({"graph_burst": 4}, graph_burst=5)
+    with pytest.raises(ValueError, match="tiles_rate_per_min"):
+        stages.check_harvest_overrides({}, tiles_rate_per_min=0.0)
+
+
+def test_city_for_task_with_an_area():
+    area = [[2.3630, 48.8195], [2.3650, 48.8195], [2.3650, 48.8205], [2.3630, 48.8205]]
+    c = stages.city_for_task("sample", None, area)
+    assert c.name.startswith("sample-area-") and c.reference_lonlat == load_city("sample").reference_lonlat
+    assert stages.city_for_task("sample") == load_city("sample")
+
+
 def test_ids_in_store_and_preview(tmp_path):
     from s2r_data.store.synthetic import synthetic_panorama
     from s2r_data.store.writer import DatasetWriter

@@ -56,3 +56,23 @@ def test_image_classification():
     assert classify_image_response(403) is Outcome.STALE_URL and classify_image_response(410) is Outcome.STALE_URL
     assert classify_image_response(404) is Outcome.NOT_FOUND
     assert classify_image_response(502) is Outcome.RETRY
+
+
+def test_tile_5xx_is_transient_even_as_html_only_the_block_signature_blocks():
+    page = b"<html><head><title>502 Bad Gateway</title></head></html>"
+    for status in (500, 502, 503, 504):
+        assert classify_tile_response(status, "text/html; charset=utf-8", page)[0] is Outcome.RETRY
+    assert classify_tile_response(301, "", b"")[0] is Outcome.BLOCKED  # redirect (to the login page)
+    assert classify_tile_response(200, "text/html", b"<html>Log in</html>")[0] is Outcome.BLOCKED  # it, followed
+
+
+def test_image_body_problem_names_what_came_instead_of_a_jpeg():
+    from s2r_data.mapillary.errors import image_body_problem
+    from s2r_data.mapillary.sample_content import placeholder_jpeg
+
+    assert image_body_problem("image/jpeg", placeholder_jpeg(64)[:64]) is None
+    html = image_body_problem("text/html; charset=utf-8", b"<!DOCTYPE html><html><body>oops")
+    assert html.startswith("image_not_jpeg: HTML page (text/html, starts '<!DOCTYPE html>")
+    assert image_body_problem("", b"<html>x")[:31] == "image_not_jpeg: HTML page (no c"
+    assert image_body_problem("application/json", b'{"error": 1}').startswith("image_not_jpeg: not a JPEG (application/json")
+    assert image_body_problem("image/jpeg", b"") == "image_not_jpeg: empty body (image/jpeg)"

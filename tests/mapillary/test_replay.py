@@ -132,3 +132,27 @@ def test_cli_prints_base_url(small_content):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_html_faults_single_use_and_fresh_urls(small_content, server_factory):
+    content, recs = small_content
+    srv = server_factory(content, FaultConfig(p_html_502=1.0))
+    t = "14/8299/5639".split("/")
+    r = requests.get(f"{srv.tiles_url}/maps/vtp/mly1_public/2/{t[0]}/{t[1]}/{t[2]}", params={"access_token": TOKEN})
+    assert r.status_code == 502 and r.headers["Content-Type"].startswith("text/html") and "Bad Gateway" in r.text
+    assert requests.get(f"{srv.graph_url}/{recs[0]['id']}", headers=AUTH).status_code == 502
+
+    srv = server_factory(content, FaultConfig(single_use_urls=True))
+    srv.add_images([dict(recs[1], _replay_html_image=True)])
+
+    def url(i):
+        return requests.get(f"{srv.graph_url}/{recs[i]['id']}", params={"fields": "thumb_2048_url"}, headers=AUTH).json()["thumb_2048_url"]
+
+    first, second = url(0), url(0)
+    assert first != second  # every answer signs a new URL
+    assert requests.get(first).status_code == 200
+    again = requests.get(first)
+    assert again.status_code == 403 and "already used" in again.text
+    assert requests.get(second).status_code == 200  # a fresh one works
+    html = requests.get(url(1))
+    assert html.status_code == 200 and html.headers["Content-Type"].startswith("text/html")
