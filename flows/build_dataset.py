@@ -47,7 +47,6 @@ from .report import report_markdown, write_preview_png, write_report_files
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
 
 
-
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:

@@ -183,7 +183,9 @@ def harvest_tile(
 
     part = tile_part_path(harvest_dir, tile_id)
     retry_quarantined = bool(overrides.get("retry_quarantined", False))
-    if not incremental and tile_part_complete(harvest_dir, tile_id, polygon_lonlat=city.polygon, retry_quarantined=retry_quarantined):
+    if not incremental and tile_part_complete(
+        harvest_dir, tile_id, polygon_lonlat=city.polygon, retry_quarantined=retry_quarantined
+    ):
         return {"tile": tile_id, "skipped": True, "statuses": _status_counts_of_part(part), "new": 0}
     before = _status_counts_of_part(part) if part.is_file() else {}
     token = REPLAY_TOKEN if replay else load_mapillary_token()

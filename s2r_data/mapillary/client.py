@@ -200,7 +200,9 @@ class MapillaryClient:
             status, ctype, body, rh = got
             outcome, err = classify(status, ctype, body)
             msg = f"{what}: HTTP {status}" + (f", code {err.code}: {err.message}" if err else "")
-            last_answer = f"HTTP {status}" + (f", code {err.code}: {err.message[:120]}" if err else f" ({ctype or 'no content type'})")
+            last_answer = f"HTTP {status}" + (
+                f", code {err.code}: {err.message[:120]}" if err else f" ({ctype or 'no content type'})"
+            )
             if outcome is Outcome.AUTH:
                 raise MapillaryAuthError(
                     self.redact(

@@ -243,12 +243,12 @@ class _TileHarvester:
         with TileJournal(journal_path(part)) as journal:  # each finished image at once (kills keep it)
             for i in range(0, len(todo), bs):
                 new_rows.extend(await self._harvest_batch(tile, todo[i : i + bs], journal))
-        await asyncio.to_thread(self._write_part, tile, part, new_rows)
+        await asyncio.to_thread(self._write_part, part, new_rows)
         for r in new_rows:
             self.existing[r["image_id"]] = r
         self.report.tiles_harvested += 1
 
-    def _write_part(self, tile: str, part: Path, new_rows: list[dict[str, Any]]) -> None:
+    def _write_part(self, part: Path, new_rows: list[dict[str, Any]]) -> None:
         """Fold the old part, the tile's journal (this run's rows and a killed run's) and the new
         rows into the part (atomic), then drop the journal."""
         jpath = journal_path(part)

@@ -74,7 +74,3 @@ class TileJournal:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-    def remove(self) -> None:
-        """Delete the journal (after its rows went into the tile's part)."""
-        self.path.unlink(missing_ok=True)
