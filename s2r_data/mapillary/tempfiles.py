@@ -67,10 +67,12 @@ def harvest_session(out_dir: str | os.PathLike) -> Iterator[int]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pass  # another harvest works here: its temp files are live
+            fcntl.flock(fd, fcntl.LOCK_SH)  # another harvest works here: its temp files are live
+        except OSError as e:  # a file system without locks: never guess who is alone
+            log.warning("no file locks in %s (%s): temp files of killed runs are left alone", out_dir, e)
         else:
             removed = remove_stale_temps(out_dir)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # (converting may briefly drop the lock: nothing written yet)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # (converting may briefly drop the lock: nothing written yet)
         yield removed
     finally:
         os.close(fd)
