@@ -49,10 +49,16 @@ __all__ = [
     "Z_WATER_M",
     "Z_GREEN_M",
     "Z_ROAD_M",
+    "Z_FLAT_M",
     "BuildConfig",
     "build_city_model",
     "build_or_load_city_model",
     "MODEL_FILENAME",
+    "city_clip_polygons",
+    "city_building_solids",
+    "city_flat_layers",
+    "flat_layer_mesh",
+    "building_issue_counts",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ log = logging.getLogger(__name__)
 BUILDER_VERSION = "s2r-osm-1.2"
 ATTRIBUTION = "© OpenStreetMap contributors, ODbL 1.0 (https://www.openstreetmap.org/copyright)"
 Z_GROUND_M, Z_WATER_M, Z_GREEN_M, Z_ROAD_M = 0.0, 0.01, 0.015, 0.02
+Z_FLAT_M = {"road": Z_ROAD_M, "water": Z_WATER_M, "green": Z_GREEN_M}  # the flat layers, in build order
 MODEL_FILENAME = "city_model.npz"
 _BUFFER_QUAD_SEGS = 2  # quarter-circle segments of buffered line ends/joins
 _BOUNDARY_SEGMENTIZE_DEG = 0.0005  # densify lon/lat boundary edges (~50 m) before projecting
@@ -161,6 +168,56 @@ def _union_layer(geoms: np.ndarray) -> np.ndarray:
     if bad.any():
         valid[bad] = shapely.make_valid(valid[bad])
     return np.array([shapely.union_all(valid)], dtype=object)
+
+
+def city_flat_layers(
+    features: OSMFeatures, clip: shapely.Geometry, frame: LocalFrame
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The clipped polygons (``local_m``) of each flat layer (``road``, ``water``, ``green``: lines
+    buffered to their width, areas as they are; water cut out of green), and how many lines and
+    areas each has (``road_lines``, ``road_areas``, ``water_lines``, ``water_areas``, ``green_areas``)."""
+
+    def lines_and_areas(line_kind: str, area_kind: str, width_fn) -> tuple[np.ndarray, int, int]:
+        lfs, afs = features[line_kind], features[area_kind]
+        lines = _to_local(lfs.geometries_lonlat(), frame)
+        ok = ~(shapely.is_missing(lines) | shapely.is_empty(lines)) if len(lines) else np.zeros(0, bool)
+        widths = [width_fn(t) for t, k in zip(lfs.tags, ok) if k]
+        buffered = _buffered_lines(lines[ok], widths)
+        areas = _to_local(afs.geometries_lonlat(), frame)
+        clipped_lines = _clip(buffered, clip)
+        clipped_areas = _clip(areas, clip)
+        return np.concatenate([clipped_lines, clipped_areas]), len(clipped_lines), len(clipped_areas)
+
+    roads, n_road_lines, n_road_areas = lines_and_areas("road_line", "road_area", road_width_m)
+    water, n_water_lines, n_water_areas = lines_and_areas("water_line", "water_area", waterway_width_m)
+    green = _clip(_to_local(features["green_area"].geometries_lonlat(), frame), clip)
+    n_green = len(green)
+    if len(water) and len(green):
+        water_union = shapely.union_all(water)
+        shapely.prepare(water_union)
+        hit = shapely.intersects(water_union, green)
+        if hit.any():
+            green = green.copy()
+            green[hit] = shapely.difference(green[hit], water_union)
+    counts = {"road_lines": n_road_lines, "road_areas": n_road_areas, "water_lines": n_water_lines,
+              "water_areas": n_water_areas, "green_areas": n_green}
+    return {"road": roads, "water": water, "green": green}, counts
+
+
+def flat_layer_mesh(name: str, geoms: np.ndarray) -> tuple[Mesh, FlatLayerArea]:
+    """One flat layer's polygons → its mesh at the layer's height (:data:`Z_FLAT_M`) and its areas.
+
+    One union per layer: overlapping pieces (a footway buffer over a street's edge, a park over a
+    lawn) would give coplanar duplicate triangles, which shade black in lit renders (each hit's
+    shadow ray hits its coplanar twin) and double the triangle count.
+    """
+    union = _union_layer(geoms)
+    polys, _ = clean_polygons(union)
+    mesh, fallbacks = flat_polygons(polys, Z_FLAT_M[name])
+    area = FlatLayerArea(
+        name, float(shapely.area(union).sum()), float(shapely.area(polys).sum()), mesh.area_xy_m2(), fallbacks
+    )
+    return mesh, area
 
 
 def _ground_quad(clip_bounds: tuple[float, float, float, float]) -> Mesh:
@@ -305,43 +362,13 @@ def _build(
     t_build = time.perf_counter()
 
     # ---- flat layers --------------------------------------------------------------------
-    def lines_and_areas(line_kind: str, area_kind: str, width_fn) -> tuple[np.ndarray, int, int]:
-        lfs, afs = features[line_kind], features[area_kind]
-        lines = _to_local(lfs.geometries_lonlat(), frame)
-        ok = ~(shapely.is_missing(lines) | shapely.is_empty(lines)) if len(lines) else np.zeros(0, bool)
-        widths = [width_fn(t) for t, k in zip(lfs.tags, ok) if k]
-        buffered = _buffered_lines(lines[ok], widths)
-        areas = _to_local(afs.geometries_lonlat(), frame)
-        clipped_lines = _clip(buffered, clip)
-        clipped_areas = _clip(areas, clip)
-        return np.concatenate([clipped_lines, clipped_areas]), len(clipped_lines), len(clipped_areas)
-
-    roads, n_road_lines, n_road_areas = lines_and_areas("road_line", "road_area", road_width_m)
-    water, n_water_lines, n_water_areas = lines_and_areas("water_line", "water_area", waterway_width_m)
-    green = _clip(_to_local(features["green_area"].geometries_lonlat(), frame), clip)
-    n_green = len(green)
-    if len(water) and len(green):
-        water_union = shapely.union_all(water)
-        shapely.prepare(water_union)
-        hit = shapely.intersects(water_union, green)
-        if hit.any():
-            green = green.copy()
-            green[hit] = shapely.difference(green[hit], water_union)
-
+    pieces, flat_counts = city_flat_layers(features, clip, frame)
     fallbacks = ext.earcut_fallbacks
     meshes: dict[str, Mesh] = {"wall": ext.walls, "roof": ext.roofs, "ground": _ground_quad(clip.bounds)}
     layer_areas: dict[str, FlatLayerArea] = {}
-    for name, geoms, z in (("road", roads, Z_ROAD_M), ("water", water, Z_WATER_M), ("green", green, Z_GREEN_M)):
-        # one union per layer: overlapping pieces (a footway buffer over a street's edge, a park
-        # over a lawn) would give coplanar duplicate triangles, which shade black in lit renders
-        # (each hit's shadow ray hits its coplanar twin) and double the triangle count
-        union = _union_layer(geoms)
-        polys, _ = clean_polygons(union)
-        meshes[name], fb = flat_polygons(polys, z)
-        fallbacks += fb
-        layer_areas[name] = FlatLayerArea(
-            name, float(shapely.area(union).sum()), float(shapely.area(polys).sum()), meshes[name].area_xy_m2(), fb
-        )
+    for name, geoms in pieces.items():
+        meshes[name], layer_areas[name] = flat_layer_mesh(name, geoms)
+        fallbacks += layer_areas[name].triangulation_fallbacks
         check_flat_layer(layer_areas[name], city.name)  # fail loudly rather than write a model without roads
     t_flat = time.perf_counter()
 
@@ -365,15 +392,12 @@ def _build(
         "counts": {
             "buildings": solids.counts["building_solids"],
             "parts": solids.counts["building_parts"],
-            "roads": n_road_lines + n_road_areas,
-            "water": n_water_lines + n_water_areas,
-            "green": n_green,
+            "roads": flat_counts["road_lines"] + flat_counts["road_areas"],
+            "water": flat_counts["water_lines"] + flat_counts["water_areas"],
+            "green": flat_counts["green_areas"],
             "buildings_in_city_polygon": n_in_city,
             **solids.counts,
-            "road_lines": n_road_lines,
-            "road_areas": n_road_areas,
-            "water_lines": n_water_lines,
-            "water_areas": n_water_areas,
+            **{k: v for k, v in flat_counts.items() if k != "green_areas"},
             "triangulation_fallbacks": fallbacks,
             **building_issue_counts(solids),
         },

@@ -26,7 +26,6 @@ from .errors import FlatLayerAreaError
 __all__ = [
     "MIN_MESH_AREA_RATIO",
     "ROAD_SHARE_MIN",
-    "FLAT_LAYERS",
     "FlatLayerArea",
     "check_flat_layer",
     "road_share_warning",
@@ -34,7 +33,6 @@ __all__ = [
 
 MIN_MESH_AREA_RATIO = 0.99  # mesh area / union area below this fails the build
 ROAD_SHARE_MIN = 0.005  # road mesh area / clip polygon area below this is flagged (see module doc)
-FLAT_LAYERS = ("road", "water", "green")
 
 
 @dataclass(frozen=True)

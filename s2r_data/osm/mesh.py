@@ -76,12 +76,23 @@ def _fill_small_holes(polys: np.ndarray, min_area_m2: float) -> np.ndarray:
     return shapely.polygons(rings[keep], indices=ring_poly[keep])
 
 
-def _where_safe(before: np.ndarray, after: np.ndarray, *, rel_area: float, abs_area_m2: float) -> np.ndarray:
-    """Per polygon: ``after`` where it is a valid Polygon whose area is within ``rel_area`` ×
-    area + ``abs_area_m2`` of ``before``'s, else ``before`` (validate after every step)."""
-    a0, a1 = shapely.area(before), shapely.area(after)
+def _safe_step(polys: np.ndarray, step, *, rel_area: float, abs_area_m2: float) -> np.ndarray:
+    """``step(polys)`` per polygon where the result is a valid Polygon whose area is within
+    ``rel_area`` × area + ``abs_area_m2`` of the input's, else the input polygon (validate after
+    every step; a GEOS error on one polygon, such as a ring collapsing to two points, keeps that
+    polygon as it was)."""
+    try:
+        after = step(polys)
+    except shapely.errors.GEOSException:
+        after = np.empty(len(polys), dtype=object)
+        for i, p in enumerate(polys):
+            try:
+                after[i] = step(p)
+            except shapely.errors.GEOSException:
+                after[i] = p
+    a0, a1 = shapely.area(polys), shapely.area(after)
     ok = (shapely.get_type_id(after) == 3) & shapely.is_valid(after) & (np.abs(a1 - a0) <= rel_area * a0 + abs_area_m2)
-    return np.where(ok, after, before)
+    return np.where(ok, after, polys)
 
 
 def clean_polygons(
@@ -96,22 +107,22 @@ def clean_polygons(
     1. invalid inputs repaired (``make_valid``) and split into single Polygons (lines dropped);
     2. holes smaller than ``min_area_m2`` filled (a repeated-point pass would collapse them into
        invalid rings);
+       and pieces smaller than ``min_area_m2`` dropped;
     3. repeated points within ``tolerance_m`` removed, then nearly collinear vertices simplified
        away (``tolerance_m``, topology preserving): each only where the polygon stays a valid
        Polygon with (almost) its area, else the polygon of the previous step is kept;
-    4. pieces smaller than ``min_area_m2`` dropped; exteriors counter-clockwise, holes clockwise.
+    4. exteriors counter-clockwise, holes clockwise.
     """
     geoms = np.asarray(geoms, dtype=object)
     if len(geoms) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     parts, idx = polygon_parts(repair_polygonal(geoms))
-    parts = _fill_small_holes(parts, min_area_m2)
+    keep = shapely.area(parts) >= min_area_m2
+    parts, idx = _fill_small_holes(parts[keep], min_area_m2), idx[keep]
     # 1 cm: drops repeated and nearly collinear vertices (the source of float32-degenerate slivers)
     safe = dict(rel_area=1e-3, abs_area_m2=tolerance_m**2)
-    parts = _where_safe(parts, shapely.remove_repeated_points(parts, tolerance=tolerance_m), **safe)
-    parts = _where_safe(parts, shapely.simplify(parts, tolerance_m, preserve_topology=True), **safe)
-    keep = shapely.area(parts) >= min_area_m2
-    parts, idx = parts[keep], idx[keep]
+    parts = _safe_step(parts, lambda g: shapely.remove_repeated_points(g, tolerance=tolerance_m), **safe)
+    parts = _safe_step(parts, lambda g: shapely.simplify(g, tolerance_m, preserve_topology=True), **safe)
     parts = shapely.orient_polygons(parts, exterior_cw=False)
     return parts, idx
 

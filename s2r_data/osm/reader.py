@@ -221,7 +221,7 @@ class _AreaBook:
     assembles invalid) are noticed at the end."""
 
     closed_ways: dict[int, tuple[str, dict[str, str], list[tuple[float, float] | None]]] = field(default_factory=dict)
-    open_building_ways: dict[int, tuple[float, float, float, float] | None] = field(default_factory=dict)
+    open_building_ways: dict[int, list[tuple[float, float] | None]] = field(default_factory=dict)
     relations: dict[int, tuple[str, list[int]]] = field(default_factory=dict)  # id → (kind, member way ids)
     assembled: set[tuple[str, int]] = field(default_factory=set)  # ("w" | "r", id) of good areas
     failed: dict[tuple[str, int], str] = field(default_factory=dict)  # ("w" | "r", id) → reason
@@ -292,13 +292,15 @@ def _read_features(
         elif obj.is_way():
             tags = dict(obj.tags)
             area_kind = classify_area(tags)
-            if area_kind is not None and (obj.is_closed() or area_kind == "building"):
+            if area_kind is not None:
                 coords = _node_coords(obj.nodes)
-                if _near_box(coords, area_kind, bbox_lonlat):
-                    if obj.is_closed():
+                # libosmium makes areas of ways whose ends are the same node or at the same place
+                closed = obj.is_closed() or (coords[0] is not None and coords[0] == coords[-1])
+                if (closed or area_kind == "building") and _near_box(coords, area_kind, bbox_lonlat):
+                    if closed:
                         book.closed_ways[obj.id] = (area_kind, tags, coords)
                     else:
-                        book.open_building_ways[obj.id] = _coords_bbox(coords)
+                        book.open_building_ways[obj.id] = coords
             kind = classify_line(tags)
             if kind is not None:
                 extent.add_first_node(obj.nodes)
@@ -362,9 +364,15 @@ def _settle_areas(
         fs.wkb.append(shapely.to_wkb(geom))
         repaired.append(FeatureIssue(kind, f"w{wid}", REPAIRED, detail, box))
     members = {w for kind, ways in book.relations.values() if kind == "building" for w in ways}
-    for wid, box in book.open_building_ways.items():
-        if wid not in members:
-            dropped.append(FeatureIssue("building", f"w{wid}", INVALID, "way is not closed (and no multipolygon member)", box))
+    for wid, coords in book.open_building_ways.items():
+        if wid in members:
+            continue
+        missing = sum(c is None for c in coords)
+        reason, detail = (
+            (INCOMPLETE, f"{missing} of {len(coords)} nodes missing from the extract (and the way is not closed)")
+            if missing else (INVALID, "way is not closed (and no multipolygon member)")
+        )
+        dropped.append(FeatureIssue("building", f"w{wid}", reason, detail, _coords_bbox(coords)))
     lost = {rid: v for rid, v in book.relations.items() if ("r", rid) not in book.assembled}
     boxes = _member_way_bboxes(path, {w for _, ways in lost.values() for w in ways})
     for rid, (kind, ways) in lost.items():
