@@ -38,7 +38,7 @@ from .classify import road_width_m, waterway_width_m
 from .errors import NoBuildingsError, OSMFileMissingError, OutsideExtentError
 from .heights import DEFAULT_MAX_HEIGHT_M
 from .layer_areas import FlatLayerArea, check_flat_layer, road_share_warning
-from .mesh import clean_polygons, extrude_polygons, flat_polygons
+from .mesh import clean_polygons, extrude_polygons, flat_polygons, repair_polygonal
 from .reader import OSMFeatures, check_osm_path, read_header_bbox_lonlat, read_osm
 from .repair import INCOMPLETE, INVALID, REPAIRED, DEGENERATE, FeatureIssue
 
@@ -163,11 +163,7 @@ def _union_layer(geoms: np.ndarray) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     if len(geoms) == 0:
         return geoms
-    valid = geoms.copy()
-    bad = ~shapely.is_valid(valid)
-    if bad.any():
-        valid[bad] = shapely.make_valid(valid[bad])
-    return np.array([shapely.union_all(valid)], dtype=object)
+    return np.array([shapely.union_all(repair_polygonal(geoms))], dtype=object)
 
 
 def city_flat_layers(
@@ -273,8 +269,11 @@ def city_building_solids(
     geoms = geoms[ok] if len(geoms) else geoms
     tags = [t for t, k in zip(bfs.tags, ok) if k]
     ids = [i for i, k in zip(bfs.ids, ok) if k]
-    invalid_why = {ids[j]: shapely.is_valid_reason(geoms[j]) for j in np.flatnonzero(~shapely.is_valid(geoms))}
-    geoms = _valid(geoms) if len(geoms) else geoms
+    invalid = np.flatnonzero(~shapely.is_valid(geoms))
+    invalid_why = {ids[j]: shapely.is_valid_reason(geoms[j]) for j in invalid}
+    if len(invalid):
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
     n_in_city = int(shapely.intersects(boundary_local, geoms).sum()) if len(geoms) else 0
     sel = shapely.intersects(clip, geoms) if len(geoms) else np.zeros(0, bool)
     sel_ids = [i for i, k in zip(ids, sel) if k]

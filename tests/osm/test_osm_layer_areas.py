@@ -200,16 +200,24 @@ def test_random_street_networks_keep_their_area(pieces: np.ndarray) -> None:
 
 
 def test_safe_step_keeps_the_polygon_a_step_breaks() -> None:
-    good, other = shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10)
+    """A step (which only drops vertices) is undone per polygon where it raises, leaves an invalid
+    polygon or changes the area; other polygons keep its result."""
+    good = shapely.Polygon([(0, 0), (5, -1), (10, 0), (10, 10), (0, 10)])
+    other = shapely.Polygon([(20, 0), (25, 0), (30, 0), (30, 10), (20, 10)])  # (25, 0) is redundant
+    shrink = shapely.Polygon([(40, 0), (45, 0), (50, 0), (50, 10), (40, 10)])
 
     def step(g):
         if isinstance(g, np.ndarray):
-            raise shapely.errors.GEOSException("one bad ring")
-        return shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)]) if g.equals(good) else shapely.box(20, 0, 25, 10)
+            raise shapely.errors.GEOSException("one bad ring")  # the batch fails: per polygon
+        if g.equals(good):
+            return shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])  # a bow-tie: invalid
+        if g.equals(shrink):
+            return shapely.Polygon([(40, 0), (50, 0), (50, 10)])  # half the area
+        return shapely.remove_repeated_points(shapely.simplify(g, 0.01), 0.01)
 
-    out = _safe_step(np.array([good, other], dtype=object), step, rel_area=1e-3, abs_area_m2=1e-4)
-    assert out[0].equals(good)  # the step made it invalid: kept as it was
-    assert out[1].equals(other)  # the step halved its area: kept as it was
+    out = _safe_step(np.array([good, other, shrink], dtype=object), step, rel_area=1e-3, abs_area_m2=1e-4)
+    assert out[0].equals_exact(good, 0) and out[2].equals_exact(shrink, 0)  # kept as they were
+    assert shapely.get_num_coordinates(out[1]) == 5 and out[1].area == pytest.approx(100.0)  # simplified
 
 
 # ---- the build fails loudly; summary.json records the areas -------------------------------------
