@@ -8,6 +8,9 @@
   positions exactly, so wall + roof (+ the implicit floor for solids standing on the ground) is
   a closed, consistently oriented surface.
 * :func:`flat_polygons`: polygons triangulated flat at a given height, facing up.
+* :func:`clean_polygons` (their input): valid, oriented single Polygons without repeated or
+  nearly collinear vertices, each step validated per polygon so that no polygon loses its area
+  (a large unioned road layer with thousands of holes included).
 
 All rings of all polygons are handled as one coordinate array; only the earcut call runs once
 per polygon (its output is collected and concatenated once).
@@ -110,9 +113,8 @@ def clean_polygons(
     its area:
 
     1. invalid inputs repaired (``make_valid``) and split into single Polygons (lines dropped);
-    2. holes smaller than ``min_area_m2`` filled (a repeated-point pass would collapse them into
-       invalid rings);
-       and pieces smaller than ``min_area_m2`` dropped;
+    2. pieces smaller than ``min_area_m2`` dropped, and holes smaller than that filled (a
+       repeated-point pass would collapse them into invalid rings);
     3. repeated points within ``tolerance_m`` removed, then nearly collinear vertices simplified
        away (``tolerance_m``, topology preserving): each only where the polygon stays a valid
        Polygon with (almost) its area, else the polygon of the previous step is kept;

@@ -239,16 +239,19 @@ def _coords_bbox(coords: list[tuple[float, float] | None]) -> tuple[float, float
     return min(lons), min(lats), max(lons), max(lats)
 
 
-def _near_box(coords, kind: str, q: tuple[float, float, float, float] | None) -> bool:
+def _way_near_box(nodes, kind: str, q: tuple[float, float, float, float] | None) -> bool:
+    """As :func:`_area_outside` for a way's nodes: for buildings the first located node decides
+    (cheap: regional extracts hold millions), for other kinds the bbox of all located nodes."""
     if q is None:
         return True
-    if kind == "building":  # as in _area_outside: the first located node decides
-        for c in coords:
-            if c is not None:
-                s = BUILDING_SLACK_DEG
-                return q[0] - s <= c[0] <= q[2] + s and q[1] - s <= c[1] <= q[3] + s
+    if kind == "building":
+        s = BUILDING_SLACK_DEG
+        for n in nodes:
+            loc = n.location
+            if loc.valid():
+                return q[0] - s <= loc.lon <= q[2] + s and q[1] - s <= loc.lat <= q[3] + s
         return False
-    return not _disjoint(_coords_bbox(coords), q)
+    return not _disjoint(_nodes_bbox(nodes), q)
 
 
 def _area_kind_set(kinds: dict[str, FeatureSet], kind: str) -> FeatureSet:
@@ -292,15 +295,13 @@ def _read_features(
         elif obj.is_way():
             tags = dict(obj.tags)
             area_kind = classify_area(tags)
-            if area_kind is not None:
+            if area_kind is not None and _way_near_box(obj.nodes, area_kind, bbox_lonlat):
                 coords = _node_coords(obj.nodes)
                 # libosmium makes areas of ways whose ends are the same node or at the same place
-                closed = obj.is_closed() or (coords[0] is not None and coords[0] == coords[-1])
-                if (closed or area_kind == "building") and _near_box(coords, area_kind, bbox_lonlat):
-                    if closed:
-                        book.closed_ways[obj.id] = (area_kind, tags, coords)
-                    else:
-                        book.open_building_ways[obj.id] = coords
+                if obj.is_closed() or (coords[0] is not None and coords[0] == coords[-1]):
+                    book.closed_ways[obj.id] = (area_kind, tags, coords)
+                elif area_kind == "building":
+                    book.open_building_ways[obj.id] = coords
             kind = classify_line(tags)
             if kind is not None:
                 extent.add_first_node(obj.nodes)
@@ -391,6 +392,9 @@ def _settle_areas(
     return repaired, dropped
 
 
+_OSM_SUFFIXES = (".osm", ".osm.pbf", ".pbf", ".osm.bz2", ".osm.gz", ".o5m")
+
+
 def check_osm_path(path: str | Path, *, origin: str = "") -> Path:
     """``path`` if it is a file, else :class:`OSMPathIsFolderError` (listing the OSM files in the
     folder) or :class:`OSMFileMissingError`. ``origin`` says where the path came from (e.g.
@@ -409,9 +413,6 @@ def check_osm_path(path: str | Path, *, origin: str = "") -> Path:
             f"OSM file {path}{where} does not exist; fix the path or download the extract there"
         )
     return path
-
-
-_OSM_SUFFIXES = (".osm", ".osm.pbf", ".pbf", ".osm.bz2", ".osm.gz", ".o5m")
 
 
 def _has_any_object(path: Path) -> bool:

@@ -199,3 +199,16 @@ def test_implausible_height_is_clamped_with_a_warning(tmp_path: Path, caplog) ->
 def test_max_height_is_validated() -> None:
     with pytest.raises(ValueError, match="max_height_m"):
         BuildConfig(max_height_m=4.0)
+
+
+def test_helsinki_lists_the_buildings_cut_by_its_extract(helsinki_model) -> None:
+    """The Helsinki extract is cut at its bounds: 54 building ways and 6 multipolygons lose nodes or
+    member ways there; every one is listed (none was in the summary before)."""
+    dropped = helsinki_model.meta["dropped_buildings"]
+    assert {d["reason"] for d in dropped} == {INCOMPLETE}
+    ways = [d for d in dropped if d["id"].startswith("w")]
+    rels = [d for d in dropped if d["id"].startswith("r")]
+    assert (len(ways), len(rels)) == (54, 6)
+    assert all("nodes missing from the extract" in d["detail"] for d in ways)
+    assert all(d["detail"].startswith("multipolygon:") for d in rels)
+    assert helsinki_model.meta["counts"]["buildings_dropped_incomplete"] == 60
