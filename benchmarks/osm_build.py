@@ -4,13 +4,17 @@ Two tables:
 
 1. The three real extracts in data/osm (sample, helsinki, liechtenstein): full build time
    against a baseline measured in the same run, the bare pyosmium read of the same file
-   (``read_osm``); the ratio says what the geometry work costs on top of parsing.
+   (``read_osm``); the ratio says what the geometry work costs on top of parsing. Beside it, as a
+   sanity check, the road mesh area and the smallest mesh ÷ union area ratio of the flat layers
+   (the build fails below 0.99).
 2. Scaling on synthetic cities of N untagged rectangular buildings on a grid (plus a street
    per row): build time per building for each N, and the ratio to the smallest N's per-building
    time (≈ 1 means linear; a per-building growing structure would show up as a ratio ≫ 1).
 
 Usage: ``python benchmarks/osm_build.py [--sizes 1000 10000] [--repeat 3]``; writes
 ``benchmarks/results/osm_build.json``. Timings are wall-clock medians of ``--repeat`` runs.
+``--quick`` (checks the script works: one run each, synthetic sizes 200 and 1000) writes
+``benchmarks/results/osm_build-quick.json`` instead.
 """
 
 from __future__ import annotations
@@ -88,19 +92,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "osm_build.json")
+    ap.add_argument("--quick", action="store_true", help="one run each, synthetic sizes 200 and 1000")
+    ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/osm_build[-quick].json")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeat = [200, 1000], 1
+    out = args.out or ROOT / "benchmarks" / "results" / f"osm_build{'-quick' if args.quick else ''}.json"
 
     extracts = []
-    print(f"{'extract':<15}{'buildings':>10}{'read s':>10}{'build s':>10}{'build/read':>12}")
+    print(f"{'extract':<15}{'buildings':>10}{'read s':>10}{'build s':>10}{'build/read':>12}{'road m²':>12}"
+          f"{'min mesh/union':>16}")
     for name in ("sample", "helsinki", "liechtenstein"):
         city = load_city(name)
         read_s = _median_time(lambda: read_osm(city.local_osm_path()), args.repeat)
         model = build_city_model(city)
         build_s = _median_time(lambda: build_city_model(city), args.repeat)
         n = model.meta["counts"]["buildings"]
-        extracts.append({"city": name, "buildings": n, "read_s": read_s, "build_s": build_s, "ratio": build_s / read_s})
-        print(f"{name:<15}{n:>10}{read_s:>10.3f}{build_s:>10.3f}{build_s / read_s:>12.2f}")
+        layers = model.meta["flat_layers"]
+        road_m2 = layers["road"]["mesh_area_m2"]
+        min_ratio = min(a["mesh_ratio"] for a in layers.values())
+        extracts.append({"city": name, "buildings": n, "read_s": read_s, "build_s": build_s, "ratio": build_s / read_s,
+                         "road_mesh_m2": road_m2, "min_mesh_ratio": min_ratio})
+        print(f"{name:<15}{n:>10}{read_s:>10.3f}{build_s:>10.3f}{build_s / read_s:>12.2f}{road_m2:>12,.0f}{min_ratio:>16.5f}")
 
     scaling = []
     print(f"\n{'synthetic N':<15}{'build s':>10}{'µs/bldg':>10}{'vs smallest':>12}")
@@ -121,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "repeat": args.repeat,
+        "quick": args.quick,
         "extracts": extracts,
         "scaling": scaling,
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -42,7 +42,7 @@ from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 
 from . import stages
 from .mapillary_token import MissingTokenError
-from .report import report_markdown, write_preview_png, write_report_files
+from .report import city_model_report, report_markdown, write_preview_png, write_report_files
 
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
 
@@ -397,6 +397,9 @@ def build_dataset(
         final=final,
         timings=timings,
     )
+    summary["city_model"] = city_model_report(city_model_path)  # layer areas + road-share sanity check
+    for w in summary["city_model"]["warnings"]:
+        log.warning("%s", w)
     if train_after:
         summary["train_flow_run"] = _trigger_training(train_deployment, layout.store_url, train_config, final)
     _publish_report(summary, layout, preview_count, preview_base_url, out_dir)

@@ -1,5 +1,6 @@
-"""The build report: a Markdown summary (counts, failures by reason, timings) and a preview PNG
-of a few sim/real pairs. Plain functions (no Prefect); the flow turns them into artifacts.
+"""The build report: a Markdown summary (counts, failures by reason, timings, the city model's
+flat-layer areas and sanity warnings) and a preview PNG of a few sim/real pairs. Plain functions
+(no Prefect); the flow turns them into artifacts.
 
 Prefect image artifacts need a browser-loadable URL, not bytes or a local path, so the preview
 is written next to the dataset and the Markdown artifact names its path; pass
@@ -17,8 +18,16 @@ import numpy as np
 from PIL import Image
 
 from s2r_data.atomic import atomic_path, atomic_write_text
+from s2r_data.osm.layer_areas import road_share_warning
 
-__all__ = ["PreviewPair", "preview_rows", "write_preview_png", "report_markdown", "write_report_files"]
+__all__ = [
+    "PreviewPair",
+    "preview_rows",
+    "write_preview_png",
+    "city_model_report",
+    "report_markdown",
+    "write_report_files",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,45 @@ def write_preview_png(pairs: Sequence[PreviewPair], path: str | Path, *, max_wid
     return Path(path)
 
 
+def city_model_report(city_model_path: str | Path) -> dict[str, Any]:
+    """What the build report shows of the city model (from the ``summary.json`` beside it): the
+    flat layers' mesh and union areas, building counts and the sanity warnings (a road share of
+    the clip polygon below :data:`s2r_data.osm.layer_areas.ROAD_SHARE_MIN`: a city without
+    streets renders every label pass without them)."""
+    meta = json.loads(Path(city_model_path).with_name("summary.json").read_text())
+    clip_m2 = float(meta.get("clip_area_m2") or 0.0)
+    counts = meta.get("counts", {})
+    return {
+        "path": str(city_model_path),
+        "builder_version": meta.get("builder_version"),
+        "clip_area_m2": clip_m2,
+        "flat_layers": {
+            name: {
+                "mesh_area_m2": a["mesh_area_m2"],
+                "union_area_m2": a["union_area_m2"],
+                "share_of_clip": a["mesh_area_m2"] / clip_m2 if clip_m2 else None,
+            }
+            for name, a in meta.get("flat_layers", {}).items()
+        },
+        "buildings": counts.get("buildings"),
+        "buildings_dropped": counts.get("buildings_dropped"),
+        "building_heights_clamped": counts.get("building_heights_clamped"),
+        "warnings": [w for w in (road_share_warning(meta),) if w],
+    }
+
+
+def _city_model_lines(cm: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## City model", "", f"`{cm.get('path')}` (builder {cm.get('builder_version')})", ""]
+    lines += ["| layer | mesh area m² | union area m² | share of clip |", "|---|---:|---:|---:|"]
+    for name, a in cm.get("flat_layers", {}).items():
+        share = "-" if a.get("share_of_clip") is None else f"{100 * a['share_of_clip']:.2f} %"
+        lines.append(f"| {name} | {a['mesh_area_m2']:,.0f} | {a['union_area_m2']:,.0f} | {share} |")
+    lines += ["", f"buildings: {cm.get('buildings')}, dropped: {cm.get('buildings_dropped')}, "
+                  f"heights clamped: {cm.get('building_heights_clamped')}"]
+    lines += [f"\n**Warning:** {w}" for w in cm.get("warnings", [])]
+    return lines
+
+
 def _fmt_seconds(s: float) -> str:
     return f"{s:.1f}" if s < 600 else f"{s / 60:.1f} min"
 
@@ -103,8 +151,11 @@ def report_markdown(summary: Mapping[str, Any], *, preview_path: str | None = No
             lines.append(f"| {stage} | {reason or '-'} | {value} |")
     else:
         lines.append("none")
-    if summary.get("warnings"):
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in summary["warnings"]]
+    if summary.get("city_model"):
+        lines += _city_model_lines(summary["city_model"])
+    warnings = list(summary.get("warnings", [])) + list(summary.get("city_model", {}).get("warnings", []))
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if summary.get("train_flow_run"):
         lines += ["", f"Training started: flow run `{summary['train_flow_run']}`"]
     lines += ["", "## Timings", "", "| step | seconds |", "|---|---:|"]

@@ -78,6 +78,16 @@ class Mesh:
             return Mesh.empty()
         return Mesh(np.concatenate(verts), np.concatenate(tris))
 
+    def area_xy_m2(self) -> float:
+        """Total area of the triangles projected on the ground plane (x, y), in m² (float64 sums
+        of the stored float32 vertices): the covered area of a flat layer."""
+        if len(self.triangles) == 0:
+            return 0.0
+        xy = self.vertices_local_m[:, :2].astype(np.float64)
+        a, b, c = (xy[self.triangles[:, k]] for k in range(3))
+        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        return float(np.abs(cross).sum() / 2.0)
+
     def face_normals(self) -> np.ndarray:
         v = self.vertices_local_m.astype(np.float64)
         t = self.triangles

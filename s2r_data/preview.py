@@ -3,9 +3,10 @@
 Layers are drawn in their DiffCol class colours (linear → sRGB), in height order: ground,
 water, green, roads, then building shadows (an oblique projection of the walls, light from the
 north-west) and roofs shaded by height (darker = lower). The city polygon (without the build
-margin) is a dashed line. Overlays: title, height legend, scale bar, north arrow (grid north of
-``local_m``) and the ODbL attribution "© OpenStreetMap contributors, ODbL". Drawn at 2× and
-downsampled for anti-aliasing.
+margin) is a dashed line. Overlays: title, a layer legend with the area of roads, water and green
+(hectares, and the share of the clip polygon: a city without its streets shows at a glance),
+height legend, scale bar, north arrow (grid north of ``local_m``) and the ODbL attribution
+"© OpenStreetMap contributors, ODbL". Drawn at 2× and downsampled for anti-aliasing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .atomic import atomic_path
 from .citymodel import CLASS_BY_NAME, CityModel, Mesh
 
-__all__ = ["linear_to_srgb", "render_topdown_png", "ATTRIBUTION_TEXT"]
+__all__ = ["linear_to_srgb", "render_topdown_png", "layer_legend", "ATTRIBUTION_TEXT"]
 
 ATTRIBUTION_TEXT = "© OpenStreetMap contributors, ODbL"
 _SUPERSAMPLE = 2
@@ -60,6 +61,24 @@ def _nice_length(target_m: float) -> float:
 
 def _fmt_m(v: float) -> str:
     return f"{v / 1000:g} km" if v >= 1000 else f"{v:g} m"
+
+
+def _fmt_area(m2: float) -> str:
+    """Hectares (the default font has no superscript ²)."""
+    ha = m2 / 10_000.0
+    return f"{ha:,.2f} ha" if ha < 10 else f"{ha:,.1f} ha" if ha < 1000 else f"{ha:,.0f} ha"
+
+
+def layer_legend(model: CityModel) -> list[tuple[str, str]]:
+    """``(class name, text)`` rows of the layer legend: the area of each flat layer's mesh and its
+    share of the clip polygon (``meta["clip_area_m2"]``; the ground quad for older models)."""
+    clip_m2 = float(model.meta.get("clip_area_m2") or model.meshes["ground"].area_xy_m2())
+    rows = []
+    for name in ("road", "water", "green"):
+        area = model.meshes[name].area_xy_m2()
+        share = f" · {100 * area / clip_m2:.1f} %" if clip_m2 > 0 else ""
+        rows.append((name, f"{name} {_fmt_area(area)}{share}"))
+    return rows
 
 
 class _Canvas:
@@ -198,6 +217,20 @@ def _overlays(img: Image.Image, model: CityModel, px_per_m: float, h_ref: float)
     _panel(d, (u, u, u * 2 + tw, u * 2 + int(u * 1.35) + u + u // 2), u // 2)
     d.text((u * 1.5, u * 1.2), title, font=f_big, fill=ink)
     d.text((u * 1.5, u * 1.2 + u * 1.6), sub, font=f_small, fill=ink)
+
+    # layer legend (below the title): swatch, area, share of the clip polygon
+    rows = layer_legend(model)
+    top = u * 2 + int(u * 1.35) + u + u // 2 + u // 2
+    row_h = int(u * 1.5)
+    lw_text = max(d.textlength(t, font=f_small) for _, t in rows)
+    head = "area · share of the clip"
+    lw_text = max(lw_text + u * 0.4, d.textlength(head, font=f_small) - u)
+    _panel(d, (u, top, u * 3.5 + lw_text, top + row_h * (len(rows) + 1) + u), u // 2)
+    d.text((u * 1.5, top + u * 1.15), head, font=f_small, fill=ink, anchor="lm")
+    for i, (name, text) in enumerate(rows):
+        y = top + u // 2 + (i + 1) * row_h
+        d.rectangle((u * 1.5, y + u * 0.2, u * 2.5, y + u * 1.1), fill=_rgb8(_class_rgb(name)) + (255,), outline=ink)
+        d.text((u * 2.9, y + u * 0.65), text, font=f_small, fill=ink, anchor="lm")
 
     # north arrow (top right): grid north of local_m is image up
     cx, top = W - 3 * u, u

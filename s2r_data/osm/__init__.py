@@ -2,15 +2,17 @@
 
 Public API::
 
-    build_city_model(city, *, margin_m=200.0, level_height_m=3.0, osm_path=None) -> CityModel
+    build_city_model(city, *, margin_m=200.0, level_height_m=3.0, max_height_m=500.0, osm_path=None,
+                     registry=None) -> CityModel
     build_or_load_city_model(city, out_dir, *, force=False, margin_m=200.0, ...) -> Path
 
 CLI: ``python -m s2r_data.osm build --city sample --out outputs/city/sample``.
 
 Modules: :mod:`.reader` (pyosmium I/O, sorting of unsorted input), :mod:`.classify` (tags →
 class, road/waterway width tables), :mod:`.heights` (height tags, units, untagged defaults),
-:mod:`.buildings` (outline/part resolution), :mod:`.mesh` (extrusion, earcut),
-:mod:`.builder` (pipeline, cache), :mod:`.errors`. Output is OSM-derived: © OpenStreetMap
+:mod:`.buildings` (outline/part resolution), :mod:`.mesh` (cleaning, extrusion, earcut),
+:mod:`.repair` (invalid closed ways, dropped-feature reasons), :mod:`.layer_areas` (flat-layer
+area bookkeeping and checks), :mod:`.builder` (pipeline, cache), :mod:`.errors`. Output is OSM-derived: © OpenStreetMap
 contributors, ODbL 1.0.
 """
 
@@ -22,7 +24,15 @@ from .builder import (
     build_city_model,
     build_or_load_city_model,
 )
-from .errors import NoBuildingsError, OSMError, OSMFileCorruptError, OSMFileMissingError, OutsideExtentError
+from .errors import (
+    FlatLayerAreaError,
+    NoBuildingsError,
+    OSMError,
+    OSMFileCorruptError,
+    OSMFileMissingError,
+    OSMPathIsFolderError,
+    OutsideExtentError,
+)
 
 __all__ = [
     "ATTRIBUTION",
@@ -36,4 +46,6 @@ __all__ = [
     "OSMFileCorruptError",
     "NoBuildingsError",
     "OutsideExtentError",
+    "OSMPathIsFolderError",
+    "FlatLayerAreaError",
 ]

@@ -5,25 +5,34 @@ part's interior point is inside the outline). Where the parts do not cover the w
 the uncovered remainder (outline minus parts, opened by 0.5 m to drop slivers, pieces ≥ 4 m²)
 keeps the outline's tags and heights; when nothing substantial remains, the outline is
 *replaced* and disappears. A part with no height information of its own inherits the tagged top
-of its outline. Heights per solid: :func:`s2r_data.osm.heights.building_height`.
+of its outline. Heights per solid: :func:`s2r_data.osm.heights.building_height`, tops clamped to
+``max_height_m`` with a warning naming the OSM id (:attr:`BuildingSolids.clamped`). Solids
+whose outline leaves no polygon of at least 0.01 m² after cleaning are listed in
+:attr:`BuildingSolids.dropped` (reason ``degenerate``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import shapely
 
-from .heights import building_height
+from .heights import DEFAULT_MAX_HEIGHT_M, HEIGHT_TAGS, BuildingHeight, building_height
 from .mesh import clean_polygons
+from .repair import DEGENERATE, FeatureIssue
 
 __all__ = ["BuildingSolids", "building_solids", "RESIDUAL_OPENING_M", "RESIDUAL_MIN_AREA_M2", "FOOTPRINT_MAX_BASE_M"]
 
 RESIDUAL_OPENING_M = 0.5
 RESIDUAL_MIN_AREA_M2 = 4.0
 FOOTPRINT_MAX_BASE_M = 2.5  # solids starting above this do not block the street (arcades, canopies)
+MIN_PIECE_AREA_M2 = 0.01  # smaller polygon pieces are dropped by clean_polygons
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +43,9 @@ class BuildingSolids:
     solid: np.ndarray  # int64, index of the solid each polygon belongs to
     solid_ids: list[str]  # OSM id per solid ("w123", "r45", "w123-rest" for a remainder)
     counts: dict[str, int] = field(default_factory=dict)
+    dropped: list[FeatureIssue] = field(default_factory=list)  # buildings that left no polygon
+    repaired: list[FeatureIssue] = field(default_factory=list)  # filled in by the builder
+    clamped: list[dict[str, Any]] = field(default_factory=list)  # {"id", "height_m", "clamped_to_m", "tags"}
 
     def footprint_union(self) -> shapely.Geometry:
         """Union of polygons whose base is at street level (≤ :data:`FOOTPRINT_MAX_BASE_M`).
@@ -65,10 +77,19 @@ def _residual(outline: shapely.Geometry, parts: list[shapely.Geometry]) -> shape
     return shapely.MultiPolygon(pieces) if pieces else None
 
 
+def _height_tags(tags: dict[str, str]) -> str:
+    return ", ".join(f"{k}={tags[k]}" for k in HEIGHT_TAGS if k in tags) or "no height tags"
+
+
 def building_solids(
-    geoms_local: np.ndarray, tags: list[dict[str, str]], ids: list[str], *, level_height_m: float
+    geoms_local: np.ndarray,
+    tags: list[dict[str, str]],
+    ids: list[str],
+    *,
+    level_height_m: float,
+    max_height_m: float = DEFAULT_MAX_HEIGHT_M,
 ) -> BuildingSolids:
-    """Resolve outline/part overlaps and compute base/top heights for every solid."""
+    """Resolve outline/part overlaps and compute base/top heights (≤ ``max_height_m``) for every solid."""
     geoms_local = np.asarray(geoms_local, dtype=object)
     is_part = np.array([_is_part(t) for t in tags], dtype=bool)
     outline_idx = np.flatnonzero(~is_part)
@@ -109,29 +130,45 @@ def building_solids(
         solid_tags.append(tags[i])
         solid_src.append(i)
 
-    polys, solid_of_poly = clean_polygons(np.asarray(solid_geoms, dtype=object))
+    polys, solid_of_poly = clean_polygons(np.asarray(solid_geoms, dtype=object), min_area_m2=MIN_PIECE_AREA_M2)
     n_solids = len(solid_geoms)
     area_per_solid = np.bincount(solid_of_poly, weights=shapely.area(polys), minlength=n_solids)
 
     # heights: tagged ones first, then parts inherit their outline's tagged top
     heights = {}
     for i, src in enumerate(solid_src):
-        heights[src] = building_height(solid_tags[i], float(area_per_solid[i]), level_height_m)
-    outline_heights = {o: building_height(tags[o], float(shapely.area(geoms_local[o])), level_height_m) for o in parts_of}
+        heights[src] = building_height(solid_tags[i], float(area_per_solid[i]), level_height_m, max_height_m)
+    outline_heights = {
+        o: building_height(tags[o], float(shapely.area(geoms_local[o])), level_height_m, max_height_m) for o in parts_of
+    }
     base = np.empty(n_solids)
     top = np.empty(n_solids)
     sources: Counter[str] = Counter()
+    clamped: list[dict[str, Any]] = []
     for i, src in enumerate(solid_src):
-        h = heights[src]
+        h: BuildingHeight = heights[src]
         b, t, s = h.base_m, h.top_m, h.top_source
+        from_tags = solid_tags[i]
         if s == "default" and src in outline_of_part:
             oh = outline_heights[outline_of_part[src]]
             if oh.top_source != "default" and oh.top_m > b:
-                t, s = oh.top_m, "inherited"
+                t, s, h, from_tags = oh.top_m, "inherited", oh, tags[outline_of_part[src]]
         base[i], top[i] = b, t
         sources[s] += 1
+        if h.clamped_from_m is not None:
+            clamped.append({"id": solid_ids[i], "height_m": round(h.clamped_from_m, 2), "clamped_to_m": float(t),
+                            "tags": _height_tags(from_tags)})
+            log.warning(
+                "building %s: height %.0f m (%s) is above max_height_m = %.0f m; clamped to %.0f m",
+                solid_ids[i], h.clamped_from_m, _height_tags(from_tags), max_height_m, t,
+            )
 
     has_poly = np.bincount(solid_of_poly, minlength=n_solids) > 0
+    dropped = [
+        FeatureIssue("building", solid_ids[i], DEGENERATE,
+                     f"no polygon piece of at least {MIN_PIECE_AREA_M2} m² (area {shapely.area(solid_geoms[i]):.4f} m²)")
+        for i in np.flatnonzero(~has_poly)
+    ]
     counts = {
         "building_outlines": int(len(outline_idx)),
         "building_parts": int(len(part_idx)),
@@ -147,4 +184,6 @@ def building_solids(
         solid=solid_of_poly,
         solid_ids=solid_ids,
         counts=counts,
+        dropped=dropped,
+        clamped=clamped,
     )

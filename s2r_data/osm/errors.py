@@ -16,6 +16,8 @@ __all__ = [
     "OSMFileCorruptError",
     "NoBuildingsError",
     "OutsideExtentError",
+    "OSMPathIsFolderError",
+    "FlatLayerAreaError",
 ]
 
 
@@ -37,3 +39,11 @@ class NoBuildingsError(OSMError):
 
 class OutsideExtentError(OSMError):
     """The city polygon does not overlap the extract's extent (wrong file or wrong city)."""
+
+
+class OSMPathIsFolderError(OSMError, IsADirectoryError):
+    """The OSM path names a folder, not an OSM file."""
+
+
+class FlatLayerAreaError(OSMError):
+    """A flat layer's mesh lost area against the union it was built from (a builder bug)."""

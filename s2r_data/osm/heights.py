@@ -11,6 +11,9 @@ Rules (OSM Simple 3D Buildings; all heights in metres above the ground plane z =
   ``"10-12"``, negative, > 1000 m) is ignored as if untagged. Levels accept ``"3"``, ``"2.5"``,
   ``"2,5"`` and ``"3;4"`` (largest value).
 * If the resulting top is not above the base, top = base + one level.
+* A top above ``max_height_m`` (default :data:`DEFAULT_MAX_HEIGHT_M`; ``building:levels=250``
+  would give 750 m) is clamped to it, the base kept at least one level below; the result says
+  what it was clamped from, so the builder can warn with the OSM id.
 
 **Untagged defaults** (deterministic, in levels × ``level_height_m``, 3 m by default), by the
 ``building`` value (for a ``building:part`` without ``building``: its ``building:part`` value):
@@ -44,6 +47,8 @@ __all__ = [
     "DEFAULT_LEVELS_BY_TYPE",
     "AREA_LEVELS",
     "MAX_PLAUSIBLE_HEIGHT_M",
+    "DEFAULT_MAX_HEIGHT_M",
+    "HEIGHT_TAGS",
     "BuildingHeight",
     "parse_length_m",
     "parse_levels",
@@ -53,6 +58,11 @@ __all__ = [
 
 DEFAULT_LEVEL_HEIGHT_M = 3.0
 MAX_PLAUSIBLE_HEIGHT_M = 1000.0  # taller "heights" are typos (cm, mm) and are ignored
+# tops above this are clamped (with a warning): above every building in the registry's cities
+# (Paris' tallest, Tour Montparnasse, is 210 m); supertall cities (Dubai, Shanghai, New York)
+# need a larger BuildConfig.max_height_m
+DEFAULT_MAX_HEIGHT_M = 500.0
+HEIGHT_TAGS = ("height", "building:height", "building:levels", "roof:levels", "min_height", "building:min_level")
 
 _ONE = ("garage", "garages", "carport", "shed", "hut", "kiosk", "cabin", "toilets", "service", "bungalow",
         "static_caravan", "container", "guardhouse", "greenhouse", "roof")
@@ -136,12 +146,17 @@ class BuildingHeight:
     base_m: float
     top_m: float
     top_source: str  # "height" | "levels" | "default" (| "inherited", set by the caller)
+    clamped_from_m: float | None = None  # the top before clamping to max_height_m, if it was
 
 
 def building_height(
-    tags: Mapping[str, str], footprint_area_m2: float, level_height_m: float = DEFAULT_LEVEL_HEIGHT_M
+    tags: Mapping[str, str],
+    footprint_area_m2: float,
+    level_height_m: float = DEFAULT_LEVEL_HEIGHT_M,
+    max_height_m: float | None = DEFAULT_MAX_HEIGHT_M,
 ) -> BuildingHeight:
-    """Base and top (metres above ground) of one building or building part from its tags."""
+    """Base and top (metres above ground) of one building or building part from its tags; the top
+    clamped to ``max_height_m`` (``None``: no clamp)."""
     top = parse_length_m(tags.get("height"))
     if top is None:
         top = parse_length_m(tags.get("building:height"))
@@ -167,4 +182,8 @@ def building_height(
         base = max(top - CANOPY_THICKNESS_M, 0.0) if btype == "roof" else 0.0
     if top <= base:
         top = base + level_height_m
-    return BuildingHeight(float(base), float(top), source)
+    clamped_from = None
+    if max_height_m is not None and top > max_height_m:
+        clamped_from, top = top, max_height_m
+        base = min(base, max(top - level_height_m, 0.0))
+    return BuildingHeight(float(base), float(top), source, None if clamped_from is None else float(clamped_from))

@@ -8,6 +8,9 @@
   positions exactly, so wall + roof (+ the implicit floor for solids standing on the ground) is
   a closed, consistently oriented surface.
 * :func:`flat_polygons`: polygons triangulated flat at a given height, facing up.
+* :func:`clean_polygons` (their input): valid, oriented single Polygons without repeated or
+  nearly collinear vertices, each step validated per polygon so that no polygon loses its area
+  (a large unioned road layer with thousands of holes included).
 
 All rings of all polygons are handled as one coordinate array; only the earcut call runs once
 per polygon (its output is collected and concatenated once).
@@ -26,6 +29,8 @@ from ..citymodel import Mesh
 __all__ = [
     "RingLayout",
     "ring_layout",
+    "polygon_parts",
+    "repair_polygonal",
     "clean_polygons",
     "triangulate",
     "Extrusion",
@@ -35,32 +40,96 @@ __all__ = [
 ]
 
 
-def clean_polygons(geoms: np.ndarray, *, min_area_m2: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """(Multi)polygons → oriented, valid single Polygons without repeated points.
+def polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty Polygons inside each geometry (Multi* and GeometryCollections flattened at any
+    depth; points and lines dropped). Returns ``(polygons, source_index)``."""
+    parts, idx = shapely.get_parts(np.asarray(geoms, dtype=object), return_index=True)
+    while True:
+        multi = shapely.get_type_id(parts) >= 4  # Multi* or GeometryCollection (from make_valid)
+        if not multi.any():
+            break
+        sub, sub_idx = shapely.get_parts(parts[multi], return_index=True)
+        parts = np.concatenate([parts[~multi], sub])
+        idx = np.concatenate([idx[~multi], idx[multi][sub_idx]])
+    keep = (shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)
+    order = np.argsort(idx[keep], kind="stable")
+    return parts[keep][order], idx[keep][order].astype(np.int64)
+
+
+def repair_polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Invalid geometries replaced by ``shapely.make_valid`` of them (valid ones untouched); the
+    result may hold lines or points beside the polygons (:func:`polygon_parts` drops them)."""
+    geoms = np.asarray(geoms, dtype=object).copy()
+    bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
+    if bad.any():
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    return geoms
+
+
+def _fill_small_holes(polys: np.ndarray, min_area_m2: float) -> np.ndarray:
+    """Valid Polygons without their holes smaller than ``min_area_m2`` (still valid: removing a
+    hole cannot make a valid polygon invalid)."""
+    if not (shapely.get_num_interior_rings(polys) > 0).any():
+        return polys
+    rings, ring_poly = shapely.get_rings(polys, return_index=True)  # per polygon: exterior, then holes
+    is_shell = np.r_[True, ring_poly[1:] != ring_poly[:-1]]
+    keep = is_shell | (shapely.area(shapely.polygons(rings)) >= min_area_m2)
+    if keep.all():
+        return polys
+    return shapely.polygons(rings[keep], indices=ring_poly[keep])
+
+
+def _safe_step(polys: np.ndarray, step, *, rel_area: float, abs_area_m2: float) -> np.ndarray:
+    """``step(polys)`` per polygon where the result is a valid Polygon whose area is within
+    ``rel_area`` × area + ``abs_area_m2`` of the input's, else the input polygon (validate after
+    every step; a GEOS error on one polygon, such as a ring collapsing to two points, keeps that
+    polygon as it was)."""
+    try:
+        after = step(polys)
+    except shapely.errors.GEOSException:
+        after = np.empty(len(polys), dtype=object)
+        for i, p in enumerate(polys):
+            try:
+                after[i] = step(p)
+            except shapely.errors.GEOSException:
+                after[i] = p
+    # the steps only drop vertices: the same vertex count means the same polygon (nothing to check)
+    changed = shapely.get_num_coordinates(after) != shapely.get_num_coordinates(polys)
+    a0, a1 = shapely.area(polys[changed]), shapely.area(after[changed])
+    ok = np.ones(len(polys), dtype=bool)
+    ok[changed] = (shapely.get_type_id(after[changed]) == 3) & shapely.is_valid(after[changed]) & (
+        np.abs(a1 - a0) <= rel_area * a0 + abs_area_m2
+    )
+    return np.where(ok, after, polys)
+
+
+def clean_polygons(
+    geoms: np.ndarray, *, min_area_m2: float = 0.01, tolerance_m: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Multi)polygons → oriented, valid single Polygons without repeated or nearly collinear points.
 
     Returns ``(polygons, source_index)``: one row per polygon piece, with the index of the input
-    geometry it came from. Non-polygonal and tiny pieces are dropped.
+    geometry it came from. Steps, each checked per polygon so one bad piece cannot cost another
+    its area:
+
+    1. invalid inputs repaired (``make_valid``) and split into single Polygons (lines dropped);
+    2. pieces smaller than ``min_area_m2`` dropped, and holes smaller than that filled (a
+       repeated-point pass would collapse them into invalid rings);
+    3. repeated points within ``tolerance_m`` removed, then nearly collinear vertices simplified
+       away (``tolerance_m``, topology preserving): each only where the polygon stays a valid
+       Polygon with (almost) its area, else the polygon of the previous step is kept;
+    4. exteriors counter-clockwise, holes clockwise.
     """
     geoms = np.asarray(geoms, dtype=object)
     if len(geoms) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    parts, idx = polygon_parts(repair_polygonal(geoms))
+    keep = shapely.area(parts) >= min_area_m2
+    parts, idx = _fill_small_holes(parts[keep], min_area_m2), idx[keep]
     # 1 cm: drops repeated and nearly collinear vertices (the source of float32-degenerate slivers)
-    geoms = shapely.simplify(shapely.remove_repeated_points(geoms, tolerance=0.01), 0.01)
-    invalid = ~shapely.is_valid(geoms)
-    if invalid.any():
-        geoms = geoms.copy()
-        geoms[invalid] = shapely.make_valid(geoms[invalid])
-    parts, idx = shapely.get_parts(geoms, return_index=True)
-    # GeometryCollections (from make_valid) can hold MultiPolygons: flatten once more
-    multi = shapely.get_type_id(parts) >= 4
-    if multi.any():
-        sub, sub_idx = shapely.get_parts(parts[multi], return_index=True)
-        parts = np.concatenate([parts[~multi], sub])
-        idx = np.concatenate([idx[~multi], idx[multi][sub_idx]])
-    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_m2)
-    parts, idx = parts[keep], idx[keep]
-    order = np.argsort(idx, kind="stable")
-    parts, idx = parts[order], idx[order]
+    safe = dict(rel_area=1e-3, abs_area_m2=tolerance_m**2)
+    parts = _safe_step(parts, lambda g: shapely.remove_repeated_points(g, tolerance=tolerance_m), **safe)
+    parts = _safe_step(parts, lambda g: shapely.simplify(g, tolerance_m, preserve_topology=True), **safe)
     parts = shapely.orient_polygons(parts, exterior_cw=False)
     return parts, idx
 

@@ -8,6 +8,13 @@ Area assembly needs input sorted by type, then id. Overpass XML often is not ("W
 order"): XML inputs are checked in one pass and, if unsorted, sorted into a temporary
 ``.osm.pbf`` (``osmium.MergeInputReader`` → ``osmium.WriteHandler``) which is read instead. A PBF
 that turns out unsorted while reading is sorted the same way and read again.
+
+Areas libosmium cannot assemble are not lost silently: a closed way whose ring is invalid
+(self-intersecting, folded back) is rebuilt from its nodes with ``make_valid``
+(:mod:`.repair`); what stays unusable (nodes or member ways missing from the extract, no polygon
+left, collinear nodes) is listed in :attr:`OSMFeatures.dropped` with its id and reason. Only areas
+that reach the query box are tracked (multipolygon relations libosmium could not assemble are
+located by a second pass over their member ways, run only when there are such relations).
 """
 
 from __future__ import annotations
@@ -22,9 +29,18 @@ import osmium
 import shapely
 
 from .classify import OSM_KEYS, classify_area, classify_line
-from .errors import OSMError, OSMFileCorruptError, OSMFileMissingError
+from .errors import OSMError, OSMFileCorruptError, OSMFileMissingError, OSMPathIsFolderError
+from .repair import INCOMPLETE, INVALID, REPAIRED, FeatureIssue, polygon_from_closed_way
 
-__all__ = ["FeatureSet", "OSMFeatures", "read_osm", "read_header_bbox_lonlat", "is_sorted", "sort_osm_file"]
+__all__ = [
+    "FeatureSet",
+    "OSMFeatures",
+    "read_osm",
+    "read_header_bbox_lonlat",
+    "is_sorted",
+    "sort_osm_file",
+    "check_osm_path",
+]
 
 _FEATURE_KINDS = ("building", "road_area", "road_line", "water_area", "water_line", "green_area")
 
@@ -53,6 +69,10 @@ class OSMFeatures:
     sorted_on_read: bool  # True when the input had to be sorted first
     # bbox of the first node of every classified object, read or skipped (None if there were none)
     data_bbox_lonlat: tuple[float, float, float, float] | None = None
+    # areas reaching the query box that libosmium could not assemble: rebuilt (reason "repaired",
+    # their geometry is in ``kinds``) or dropped (reasons "incomplete", "invalid", "degenerate")
+    repaired: list[FeatureIssue] = field(default_factory=list)
+    dropped: list[FeatureIssue] = field(default_factory=list)
 
     def __getitem__(self, kind: str) -> FeatureSet:
         return self.kinds[kind]
@@ -195,10 +215,54 @@ class _Extent:
         return tuple(self.box) if math.isfinite(self.box[0]) else None  # type: ignore[return-value]
 
 
+@dataclass
+class _AreaBook:
+    """Areas that should appear while reading, so that those libosmium never assembles (or
+    assembles invalid) are noticed at the end."""
+
+    closed_ways: dict[int, tuple[str, dict[str, str], list[tuple[float, float] | None]]] = field(default_factory=dict)
+    open_building_ways: dict[int, list[tuple[float, float] | None]] = field(default_factory=dict)
+    relations: dict[int, tuple[str, list[int]]] = field(default_factory=dict)  # id → (kind, member way ids)
+    assembled: set[tuple[str, int]] = field(default_factory=set)  # ("w" | "r", id) of good areas
+    failed: dict[tuple[str, int], str] = field(default_factory=dict)  # ("w" | "r", id) → reason
+
+
+def _node_coords(nodes) -> list[tuple[float, float] | None]:
+    return [(n.lon, n.lat) if n.location.valid() else None for n in nodes]
+
+
+def _coords_bbox(coords: list[tuple[float, float] | None]) -> tuple[float, float, float, float] | None:
+    xy = [c for c in coords if c is not None]
+    if not xy:
+        return None
+    lons, lats = [c[0] for c in xy], [c[1] for c in xy]
+    return min(lons), min(lats), max(lons), max(lats)
+
+
+def _way_near_box(nodes, kind: str, q: tuple[float, float, float, float] | None) -> bool:
+    """As :func:`_area_outside` for a way's nodes: for buildings the first located node decides
+    (cheap: regional extracts hold millions), for other kinds the bbox of all located nodes."""
+    if q is None:
+        return True
+    if kind == "building":
+        s = BUILDING_SLACK_DEG
+        for n in nodes:
+            loc = n.location
+            if loc.valid():
+                return q[0] - s <= loc.lon <= q[2] + s and q[1] - s <= loc.lat <= q[3] + s
+        return False
+    return not _disjoint(_nodes_bbox(nodes), q)
+
+
+def _area_kind_set(kinds: dict[str, FeatureSet], kind: str) -> FeatureSet:
+    return kinds["building" if kind == "building" else f"{kind}_area"]
+
+
 def _read_features(
     path: Path, bbox_lonlat: tuple[float, float, float, float] | None, extent: _Extent
-) -> dict[str, FeatureSet]:
+) -> tuple[dict[str, FeatureSet], _AreaBook]:
     kinds = {k: FeatureSet() for k in _FEATURE_KINDS}
+    book = _AreaBook()
     wkb_factory = osmium.geom.WKBFactory()
     key_filter = osmium.filter.KeyFilter(*OSM_KEYS)
     processor = osmium.FileProcessor(str(path)).with_areas(osmium.filter.KeyFilter(*OSM_KEYS)).with_filter(key_filter)
@@ -210,16 +274,34 @@ def _read_features(
                 for ring in obj.outer_rings():
                     extent.add_first_node(ring)
                     break
-            if kind is None or (bbox_lonlat is not None and _area_outside(obj, kind, bbox_lonlat)):
+            if kind is None:
+                continue
+            key = ("w" if obj.from_way() else "r", obj.orig_id())
+            has_rings = obj.num_rings()[0] > 0  # an invalid area comes without rings
+            if has_rings and bbox_lonlat is not None and _area_outside(obj, kind, bbox_lonlat):
+                book.assembled.add(key)  # a good area, elsewhere
                 continue
             try:
                 geom = wkb_factory.create_multipolygon(obj)
-            except (osmium.InvalidLocationError, RuntimeError):
+            except osmium.InvalidLocationError:
+                book.failed[key] = INCOMPLETE
                 continue
-            fs = kinds["building" if kind == "building" else f"{kind}_area"]
-            fs.ids.append(("w" if obj.from_way() else "r") + str(obj.orig_id()))
+            except RuntimeError:  # "invalid area": rings that cannot be assembled
+                book.failed[key] = INVALID
+                continue
+            book.assembled.add(key)
+            fs = _area_kind_set(kinds, kind)
+            fs.ids.append(key[0] + str(key[1]))
         elif obj.is_way():
             tags = dict(obj.tags)
+            area_kind = classify_area(tags)
+            if area_kind is not None and _way_near_box(obj.nodes, area_kind, bbox_lonlat):
+                coords = _node_coords(obj.nodes)
+                # libosmium makes areas of ways whose ends are the same node or at the same place
+                if obj.is_closed() or (coords[0] is not None and coords[0] == coords[-1]):
+                    book.closed_ways[obj.id] = (area_kind, tags, coords)
+                elif area_kind == "building":
+                    book.open_building_ways[obj.id] = coords
             kind = classify_line(tags)
             if kind is not None:
                 extent.add_first_node(obj.nodes)
@@ -230,11 +312,107 @@ def _read_features(
                 continue
             fs = kinds[f"{kind}_line"]
             fs.ids.append(f"w{obj.id}")
+        elif obj.is_relation():
+            tags = dict(obj.tags)
+            kind = classify_area(tags)
+            if kind is not None and tags.get("type") in ("multipolygon", "boundary"):
+                book.relations[obj.id] = (kind, [m.ref for m in obj.members if m.type == "w"])
+            continue
         else:
             continue
         fs.tags.append(tags)
         fs.wkb.append(geom)
-    return kinds
+    return kinds, book
+
+
+def _member_way_bboxes(path: Path, way_ids: set[int]) -> dict[int, tuple[float, float, float, float] | None]:
+    """Bounding boxes (lon/lat) of the located nodes of the given ways (one pass over nodes and ways)."""
+    if not way_ids:
+        return {}
+    fp = (
+        osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY)
+        .with_locations()
+        .with_filter(osmium.filter.EntityFilter(osmium.osm.WAY))
+        .with_filter(osmium.filter.IdFilter(way_ids))
+    )
+    return {w.id: _coords_bbox(_node_coords(w.nodes)) for w in fp}
+
+
+def _union_bbox(boxes) -> tuple[float, float, float, float] | None:
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _settle_areas(
+    path: Path, kinds: dict[str, FeatureSet], book: _AreaBook, bbox_lonlat: tuple[float, float, float, float] | None
+) -> tuple[list[FeatureIssue], list[FeatureIssue]]:
+    """Rebuild closed ways without an assembled area, list what stays unusable: ``(repaired, dropped)``."""
+    repaired: list[FeatureIssue] = []
+    dropped: list[FeatureIssue] = []
+    for wid, (kind, tags, coords) in book.closed_ways.items():
+        if ("w", wid) in book.assembled:
+            continue
+        box = _coords_bbox(coords)
+        geom, reason, detail = polygon_from_closed_way(coords)
+        if geom is None:
+            dropped.append(FeatureIssue(kind, f"w{wid}", reason, detail, box))
+            continue
+        fs = _area_kind_set(kinds, kind)
+        fs.ids.append(f"w{wid}")
+        fs.tags.append(tags)
+        fs.wkb.append(shapely.to_wkb(geom))
+        repaired.append(FeatureIssue(kind, f"w{wid}", REPAIRED, detail, box))
+    members = {w for kind, ways in book.relations.values() if kind == "building" for w in ways}
+    for wid, coords in book.open_building_ways.items():
+        if wid in members:
+            continue
+        missing = sum(c is None for c in coords)
+        reason, detail = (
+            (INCOMPLETE, f"{missing} of {len(coords)} nodes missing from the extract (and the way is not closed)")
+            if missing else (INVALID, "way is not closed (and no multipolygon member)")
+        )
+        dropped.append(FeatureIssue("building", f"w{wid}", reason, detail, _coords_bbox(coords)))
+    lost = {rid: v for rid, v in book.relations.items() if ("r", rid) not in book.assembled}
+    boxes = _member_way_bboxes(path, {w for _, ways in lost.values() for w in ways})
+    for rid, (kind, ways) in lost.items():
+        box = _union_bbox(boxes.get(w) for w in ways)
+        if box is None or (bbox_lonlat is not None and _disjoint(box, bbox_lonlat)):
+            continue  # no located member near the query box: not part of this area
+        found = sum(w in boxes for w in ways)
+        reason = book.failed.get(("r", rid), INCOMPLETE)
+        if reason == INCOMPLETE:
+            detail = f"multipolygon: {len(ways) - found} of {len(ways)} member ways missing from the extract"
+            if found == len(ways):
+                detail = "multipolygon: member ways have nodes missing from the extract"
+        else:
+            detail = "multipolygon: rings could not be assembled (open, crossing or overlapping member ways)"
+        dropped.append(FeatureIssue(kind, f"r{rid}", reason, detail, box))
+    return repaired, dropped
+
+
+_OSM_SUFFIXES = (".osm", ".osm.pbf", ".pbf", ".osm.bz2", ".osm.gz", ".o5m")
+
+
+def check_osm_path(path: str | Path, *, origin: str = "") -> Path:
+    """``path`` if it is a file, else :class:`OSMPathIsFolderError` (listing the OSM files in the
+    folder) or :class:`OSMFileMissingError`. ``origin`` says where the path came from (e.g.
+    "`osm_source` of city 'x' in my-cities.yaml"; default: the path as given) and is named in the
+    message with what to fix."""
+    path = Path(path)
+    where = f" ({origin})" if origin else ""
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_OSM_SUFFIXES))
+        hint = f"OSM files in it: {', '.join(found[:5])}{' …' if len(found) > 5 else ''}" if found else "it holds no OSM file"
+        raise OSMPathIsFolderError(
+            f"OSM path {path}{where} is a folder, not an OSM file; give the .osm or .osm.pbf file itself ({hint})"
+        )
+    if not path.is_file():
+        raise OSMFileMissingError(
+            f"OSM file {path}{where} does not exist; fix the path or download the extract there"
+        )
+    return path
 
 
 def _has_any_object(path: Path) -> bool:
@@ -254,11 +432,7 @@ def read_osm(path: str | Path, bbox_lonlat: tuple[float, float, float, float] | 
     Raises :class:`OSMFileMissingError` or :class:`OSMFileCorruptError` (unparseable, or no OSM
     objects at all).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise OSMFileMissingError(
-            f"OSM file {path} does not exist; check `osm_source` in data/cities.yaml or download the extract there"
-        )
+    path = check_osm_path(path)
     if path.stat().st_size == 0:
         raise OSMFileCorruptError(f"OSM file {path} is empty (0 bytes); re-download or re-export it")
     header_bbox = read_header_bbox_lonlat(path)
@@ -269,12 +443,13 @@ def read_osm(path: str | Path, bbox_lonlat: tuple[float, float, float, float] | 
             src, sorted_on_read = sort_osm_file(path, sorted_path), True
         try:
             try:
-                kinds = _read_features(src, bbox_lonlat, extent := _Extent())
+                kinds, book = _read_features(src, bbox_lonlat, extent := _Extent())
             except RuntimeError as e:
                 if "out of order" not in str(e) or sorted_on_read:
                     raise
                 src, sorted_on_read = sort_osm_file(path, sorted_path), True
-                kinds = _read_features(src, bbox_lonlat, extent := _Extent())
+                kinds, book = _read_features(src, bbox_lonlat, extent := _Extent())
+            repaired, dropped = _settle_areas(src, kinds, book, bbox_lonlat)
             if not any(len(fs) for fs in kinds.values()) and not _has_any_object(src):
                 raise OSMFileCorruptError(f"OSM file {path} contains no OSM objects; re-download or re-export it")
         except OSMError:
@@ -282,5 +457,6 @@ def read_osm(path: str | Path, bbox_lonlat: tuple[float, float, float, float] | 
         except RuntimeError as e:
             raise OSMFileCorruptError(f"OSM file {path} cannot be parsed ({e}); re-download or re-export it") from e
     return OSMFeatures(
-        kinds=kinds, header_bbox_lonlat=header_bbox, sorted_on_read=sorted_on_read, data_bbox_lonlat=extent.bbox()
+        kinds=kinds, header_bbox_lonlat=header_bbox, sorted_on_read=sorted_on_read, data_bbox_lonlat=extent.bbox(),
+        repaired=repaired, dropped=dropped,
     )

@@ -69,3 +69,28 @@ def test_report_markdown_tables(tmp_path):
     assert md_path.read_text() == md
     assert json.loads(json_path.read_text())["counts"]["rendered_now"] == 7
     assert "none" in report_markdown({**summary, "failures": {}})
+
+
+def test_city_model_section_flags_a_city_without_roads(tmp_path):
+    from flows.report import city_model_report
+    from s2r_data.cities import load_city
+    from s2r_data.osm import build_or_load_city_model
+
+    path = build_or_load_city_model(load_city("sample"), tmp_path / "city")
+    cm = city_model_report(path)
+    road = cm["flat_layers"]["road"]
+    assert road["mesh_area_m2"] > 25_000 and 0.03 < road["share_of_clip"] < 0.1 and cm["warnings"] == []
+    base = {"city": "sample", "counts": {}, "failures": {}, "timings_s": {}, "warnings": ["w0"]}
+    md = report_markdown({**base, "city_model": cm})
+    assert "## City model" in md and f"| road | {road['mesh_area_m2']:,.0f} |" in md and "- w0" in md
+
+    # the issue-17 Helsinki model: 4,056 m² of roads in a 2.88 km² clip polygon
+    meta = json.loads(path.with_name("summary.json").read_text())
+    meta.update(city="helsinki", clip_area_m2=2_883_695.0)
+    meta["flat_layers"]["road"]["mesh_area_m2"] = 4_056.0
+    path.with_name("summary.json").write_text(json.dumps(meta))
+    cm = city_model_report(path)
+    assert len(cm["warnings"]) == 1 and "helsinki" in cm["warnings"][0] and "0.14 %" in cm["warnings"][0]
+    md = report_markdown({**base, "city_model": cm})
+    assert "**Warning:** city 'helsinki': roads cover 4,056 m²" in md
+    assert md.count("roads cover 4,056 m²") == 2  # in the city-model section and the warnings list

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from s2r_data.citymodel import CityModel
-from s2r_data.osm import BUILDER_VERSION, MODEL_FILENAME, OSMFileCorruptError, build_or_load_city_model
+from s2r_data.osm import BUILDER_VERSION, MODEL_FILENAME, OSMFileCorruptError, OSMPathIsFolderError, build_or_load_city_model
 from s2r_data.osm import builder as builder_mod
 from s2r_data.osm.__main__ import main as cli_main
 
@@ -120,3 +120,42 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys) -> None:
     bad.write_text("not osm")
     assert cli_main(["build", "--city", "sample", "--osm", str(bad), "--out", str(tmp_path / "b")]) == 2
     assert "bad.osm" in capsys.readouterr().err
+
+
+def _registry(tmp_path: Path, osm_source: str) -> Path:
+    reg = tmp_path / "my-cities.yaml"
+    reg.write_text(
+        "cities:\n  mine:\n    boundary_lonlat: [[2.3626, 48.8192], [2.3675, 48.8192], [2.3675, 48.8224], [2.3626, 48.8224]]\n"
+        f"    reference_lonlat: [2.3651, 48.8208]\n    osm_source: {osm_source}\n"
+    )
+    return reg
+
+
+def test_cli_errors_name_the_registry_and_osm_path_the_user_gave(tmp_path: Path, capsys, sample_city) -> None:
+    reg = _registry(tmp_path, "missing/extract.osm.pbf")
+    assert cli_main(["build", "--city", "mine", "--registry", str(reg), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert str(reg) in err and "osm_source" in err and "data/cities.yaml" not in err and "extract.osm.pbf" in err
+
+    missing = tmp_path / "nope.osm.pbf"
+    assert cli_main(["build", "--city", "sample", "--osm", str(missing), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--osm" in err and "does not exist" in err and "cities.yaml" not in err
+
+    # a registry whose city lies where its (real) extract has no buildings: NoBuildingsError names that registry
+    far = _registry(tmp_path, sample_city.osm_source)
+    far.write_text(far.read_text().replace("48.8192", "48.8160").replace("48.8224", "48.8170").replace("48.8208", "48.8165"))
+    assert cli_main(["build", "--city", "mine", "--registry", str(far), "--out", str(tmp_path / "c"), "--margin-m", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(far) in err and "data/cities.yaml" not in err
+
+
+def test_a_folder_as_osm_path_gets_its_own_message(tmp_path: Path, capsys, sample_city) -> None:
+    folder = tmp_path / "extracts"
+    folder.mkdir()
+    shutil.copyfile(sample_city.local_osm_path(), folder / "paris.osm")
+    with pytest.raises(OSMPathIsFolderError, match=r"is a folder, not an OSM file.*OSM files in it: paris\.osm"):
+        build_or_load_city_model(sample_city, tmp_path / "out", osm_path=folder)
+    assert cli_main(["build", "--city", "sample", "--osm", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "holds no OSM file" in err and "does not exist" not in err
