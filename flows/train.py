@@ -19,10 +19,7 @@ from typing import Any, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-__all__ = [
-    "train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "last_logged_step", "TrainingFailedError",
-    "NoGpuError", "training_device", "cpu_loader_workers",
-]
+__all__ = ["train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "last_logged_step", "TrainingFailedError"]
 
 
 class TrainingFailedError(RuntimeError):
