@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +39,7 @@ from prefect.tasks import exponential_backoff
 
 from s2r_data.cities import CityConfig, load_city_or_area
 from s2r_data.mapillary.config import DEFAULT_GRAPH_URL, DEFAULT_TILES_URL
+from s2r_data.store.urls import location
 from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 
 from . import stages
@@ -138,8 +140,29 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def _harvest_run_name(parameters: dict[str, Any]) -> str:
+    return f"harvest-tile-{parameters['tile_id']}"
+
+
+def _batch_label(samples: Sequence[dict[str, Any]]) -> str:
+    """``"<first id>..<last id> (n)"``: the image ids a render batch covers, in batch order."""
+    ids = [str(s["pose"]["image_id"]) for s in samples]
+    if not ids:
+        return "empty (0)"
+    return f"{ids[0]} ({len(ids)})" if len(ids) == 1 else f"{ids[0]}..{ids[-1]} ({len(ids)})"
+
+
+def _render_run_name(parameters: dict[str, Any]) -> str:
+    return f"render-and-write-{_batch_label(parameters['samples'])}"
+
+
+def _count_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing"
+
+
 @task(
     name="harvest-tile",
+    task_run_name=_harvest_run_name,
     tags=["mapillary-api"],
     cache_key_fn=_harvest_cache_key,
     retries=3,
@@ -160,7 +183,10 @@ def harvest_tile_task(
     area_lonlat: list[list[float]] | None = None,
     replay: bool = False,
 ) -> dict[str, Any]:
-    return stages.harvest_tile(
+    log = get_run_logger()
+    log.info("tile %s: harvesting from %s%s", tile_id, graph_url, " (incremental)" if incremental else "")
+    t0 = time.perf_counter()
+    rep = stages.harvest_tile(
         stages.city_for_task(city, registry, area_lonlat),
         tile_id,
         Path(harvest_dir),
@@ -170,15 +196,28 @@ def harvest_tile_task(
         overrides=harvest_overrides,
         replay=replay,
     )
+    done = "already complete, skipped" if rep.get("skipped") else f"{rep.get('new', 0)} new"
+    log.info("tile %s: %s; images: %s (%.1f s)", tile_id, done, _count_text(rep.get("statuses", {})), time.perf_counter() - t0)
+    return rep
 
 
-@task(name="render-and-write", tags=["blender"])
+@task(name="render-and-write", task_run_name=_render_run_name, tags=["blender"])
 def render_and_write_task(
     city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int
 ) -> dict[str, Any]:
-    return stages.render_and_write_batch(
+    log = get_run_logger()
+    label = _batch_label(samples)
+    log.info("batch %s: rendering %d panoramas (one Blender process, %d threads)", label, len(samples), threads)
+    rep = stages.render_and_write_batch(
         Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads
     )
+    items = rep.get("items", [])
+    log.info(
+        "batch %s: render %s; store %s (%.1f s render, %.1f s write)", label,
+        _count_text(dict(Counter(str(i.get("render")) for i in items))),
+        _count_text(dict(Counter(str(i.get("store")) for i in items))), rep.get("render_s", 0.0), rep.get("write_s", 0.0),
+    )
+    return rep
 
 
 @task(name="index-and-verify")
@@ -253,6 +292,7 @@ def build_dataset(
     graph_burst: int | None = None,
     tiles_rate_per_min: float | None = None,
     tiles_burst: int | None = None,
+    train_dataset_url: str | None = None,
 ) -> dict[str, Any]:
     """Build (or extend) the dataset of one city.
 
@@ -283,6 +323,9 @@ def build_dataset(
             ``[W, S, E, N]`` degrees), in the city's frame; it lives in ``out_dir/<city>-area-<hash>/``.
         graph_rate_per_min, graph_burst, tiles_rate_per_min, tiles_burst: harvest rate limits
             (default: HarvestConfig's).
+        train_dataset_url: the store as the training worker sees it; default: the store's path
+            relative to this run's project directory (each worker resolves it in its own
+            ``$S2R_PROJECT_DIR``), a remote URL unchanged (:func:`dataset_location_for_training`).
 
     The Mapillary token is read inside the harvest task from ``$MAPILLARY_TOKEN`` or the Secret
     block ``mapillary-token``; it is never a parameter.
@@ -401,7 +444,9 @@ def build_dataset(
     for w in summary["city_model"]["warnings"]:
         log.warning("%s", w)
     if train_after:
-        summary["train_flow_run"] = _trigger_training(train_deployment, layout.store_url, train_config, final)
+        summary["train_flow_run"] = _trigger_training(
+            train_deployment, layout.store_url, train_config, final, dataset_url=train_dataset_url
+        )
     _publish_report(summary, layout, preview_count, preview_base_url, out_dir)
     log.info("dataset %s: %d samples, verified", layout.store_url, final["samples"])
     return summary
@@ -434,13 +479,35 @@ def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count:
     log.info("report: %s (preview %s)", md_path, preview_path)
 
 
-def _trigger_training(deployment: str, store_url: str, train_config: str | None, final: dict[str, Any]) -> str:
+def dataset_location_for_training(store_url: str, project_dir: Path) -> str:
+    """The store as another worker (the GPU machine) can name it: a remote URL (``s3://…``)
+    unchanged; a local store inside ``project_dir`` as a path relative to it, which the training
+    worker resolves in its own checkout (``$S2R_PROJECT_DIR``); any other local path absolute
+    (it must be the same path there: a shared file system)."""
+    loc = location(store_url)
+    if not loc.is_local:
+        return store_url
+    try:
+        return Path(loc.root).relative_to(Path(project_dir).resolve()).as_posix()
+    except ValueError:
+        return loc.root
+
+
+def _trigger_training(
+    deployment: str, store_url: str, train_config: str | None, final: dict[str, Any], *, dataset_url: str | None = None
+) -> str:
     """Start the training deployment detached (returns at once); the idempotency key makes a
     retried build of the same dataset content start training only once."""
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    params: dict[str, Any] = {"dataset": store_url}
+    dataset = dataset_url or dataset_location_for_training(store_url, Path.cwd())
+    if dataset_url is None and Path(dataset).is_absolute():
+        get_run_logger().warning(
+            "training gets the absolute store path %s (outside the project directory %s): the %s worker must see "
+            "the store at that path, else pass train_dataset_url", dataset, Path.cwd(), deployment,
+        )
+    params: dict[str, Any] = {"dataset": dataset}
     if train_config:
         params["config"] = train_config
     key = f"train-{stages.DATASET_VERSION}-{final.get('fingerprint', final['samples'])}-{store_url}"
@@ -451,7 +518,7 @@ def _trigger_training(deployment: str, store_url: str, train_config: str | None,
             f"the dataset is built, but the training deployment {deployment!r} does not exist on this Prefect server: "
             "deploy it (prefect --no-prompt deploy --all) or pass train_deployment=<flow>/<deployment>, or train_after=false"
         ) from None
-    get_run_logger().info("training deployment %s: flow run %s (%s)", deployment, run.name, run.id)
+    get_run_logger().info("training deployment %s: flow run %s (%s), dataset %s", deployment, run.name, run.id, dataset)
     return str(run.id)
 
 

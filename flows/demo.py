@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def train_to(step: int) -> dict:
             return train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir), resume=True,
-                         max_steps=step, overrides=list(DEMO_TRAIN_OVERRIDES))
+                         max_steps=step, overrides=list(DEMO_TRAIN_OVERRIDES), allow_cpu=True)
 
         if args.train_steps is not None:
             say(f"flow train: tiny sim→real GAN on the CPU, up to step {start + args.train_steps}")

@@ -26,6 +26,45 @@ class TrainingFailedError(RuntimeError):
     pass
 
 
+class NoGpuError(RuntimeError):
+    """The worker has no usable CUDA device and the run did not allow CPU training."""
+
+
+def cuda_status() -> tuple[bool, str]:
+    """(CUDA usable, why not): asks torch in this process (the child trains on the same machine)."""
+    import torch
+
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} in {sys.executable} is a CPU-only build"
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        extra = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+        return False, f"torch {torch.__version__} sees no CUDA device{extra}"
+    return True, f"{torch.cuda.device_count()} CUDA device(s)"  # no device query: no CUDA context in this process
+
+
+def training_device(allow_cpu: bool, status: tuple[bool, str] | None = None) -> str:
+    """``"cuda"`` when this worker has a CUDA device, else ``"cpu"`` if ``allow_cpu``, else
+    :class:`NoGpuError` naming the cause and the two ways out."""
+    ok, why = status if status is not None else cuda_status()
+    if ok:
+        return "cuda"
+    if allow_cpu:
+        return "cpu"
+    import socket
+
+    raise NoGpuError(
+        f"no CUDA GPU on worker {socket.gethostname()} ({why}): refusing to train on the CPU. Run the "
+        "deployment on a GPU worker (gpu-pool), or use train/train-cpu, or pass --param allow_cpu=true "
+        "to train on the CPU anyway (slow; meant for small configs such as tiny)"
+    )
+
+
+def cpu_loader_workers(configured: int, cpu_count: int | None) -> int:
+    """Loader processes for CPU training: the config's, but leaving a core to the training process."""
+    return min(configured, max(0, (cpu_count or 1) - 1))
+
+
 def resolve_config(config: str) -> Path:
     """A YAML path, or a preset name in ``s2r_train/configs`` (``tiny`` → ``configs/tiny.yaml``)."""
     p = Path(config)
@@ -49,9 +88,12 @@ def default_run_dir(dataset: str) -> Path:
 
 
 def train_command(
-    config: Path, dataset: str, run_dir: Path, *, resume: bool, max_steps: int | None, overrides: Sequence[str] = ()
+    config: Path, dataset: str, run_dir: Path, *, resume: bool, max_steps: int | None, overrides: Sequence[str] = (),
+    device: str | None = None,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "s2r_train", "train", "--config", str(config), "--dataset", dataset, "--run-dir", str(run_dir), "--no-progress"]
+    if device is not None:
+        cmd += ["--device", device]
     if not resume:
         cmd.append("--no-resume")  # the trainer resumes from the newest checkpoint by default
     if max_steps is not None:
@@ -138,10 +180,10 @@ class MetricsWatcher(threading.Thread):
 
 @task(name="train-model", tags=["gpu"])
 def train_task(
-    config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None, overrides: list[str]
+    config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None, overrides: list[str], device: str | None = None
 ) -> dict[str, Any]:
     log = get_run_logger()
-    cmd = train_command(Path(config), dataset, Path(run_dir), resume=resume, max_steps=max_steps, overrides=overrides)
+    cmd = train_command(Path(config), dataset, Path(run_dir), resume=resume, max_steps=max_steps, overrides=overrides, device=device)
     log.info("running: %s", " ".join(cmd[1:]))
     tail: list[str] = []
 
@@ -161,6 +203,37 @@ def train_task(
     return describe_run_dir(Path(run_dir))
 
 
+def check_dataset_here(dataset: str) -> None:
+    """A local dataset path must exist on this worker (remote URLs and ``synthetic://`` are left to
+    the trainer); the error names where a relative path was looked up."""
+    if "://" in dataset and not dataset.startswith("file://"):
+        return
+    path = Path(dataset.removeprefix("file://")).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset {dataset!r} not found on this worker (looked at {path.resolve()}; relative paths are "
+            f"resolved in the worker's project directory, $S2R_PROJECT_DIR = {Path.cwd()}): sync or mount the "
+            "dataset there, or pass its URL (s3://..., or the path as this machine sees it)"
+        )
+
+
+def _cpu_overrides(config: Path, overrides: Sequence[str]) -> list[str]:
+    """``train.num_workers`` capped for the CPU (a GPU config asks for 8 loader processes)."""
+    from s2r_train.config import load_config
+
+    if any(o.split("=", 1)[0].strip() == "train.num_workers" for o in overrides):
+        return []
+    configured = load_config(config, list(overrides)).train.num_workers
+    workers = cpu_loader_workers(configured, os.cpu_count())
+    if workers == configured:
+        return []
+    get_run_logger().warning(
+        "training on the CPU: %d loader workers instead of the config's %d (%d cores); override with train.num_workers=N",
+        workers, configured, os.cpu_count() or 1,
+    )
+    return [f"train.num_workers={workers}"]
+
+
 def describe_run_dir(run_dir: Path) -> dict[str, Any]:
     """Checkpoints, TensorBoard event files and image grids found in a run directory."""
     ckpts = sorted(str(p) for p in run_dir.rglob("*.pt"))
@@ -177,25 +250,35 @@ def train(
     resume: bool = True,
     max_steps: int | None = None,
     overrides: list[str] | None = None,
+    allow_cpu: bool = False,
 ) -> dict[str, Any]:
     """Train on ``dataset`` (a store URL written by build-dataset).
 
     Args:
-        dataset: the Zarr store URL (e.g. ``outputs/paris/dataset.zarr``).
+        dataset: the Zarr store URL (e.g. ``outputs/paris/dataset.zarr``); a relative path is
+            resolved in the worker's project directory (``$S2R_PROJECT_DIR``).
         config: a training YAML path or a preset name in ``s2r_train/configs`` (e.g. ``tiny``).
         run_dir: where checkpoints and logs go; default ``outputs/runs/<city>``.
         resume: continue from the newest checkpoint in ``run_dir`` (a no-op when there is none);
             false fails if ``run_dir`` already holds checkpoints.
         max_steps: stop at this absolute optimizer step (default: the config's epochs).
         overrides: config overrides ``KEY=VALUE`` (dotted keys), e.g. ``["train.epochs=50"]``.
+        allow_cpu: train on the CPU when the worker has no CUDA GPU (default: refuse, naming the
+            cause); on the CPU the loader uses at most ``cpu_count - 1`` worker processes unless
+            ``train.num_workers`` is overridden.
     """
     if not dataset:
         raise ValueError("parameter 'dataset' is required: the store URL written by build-dataset, e.g. outputs/paris/dataset.zarr")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps={max_steps}: must be >= 1 or null")
     cfg = resolve_config(config)
+    check_dataset_here(dataset)
+    device = training_device(allow_cpu)
+    overrides = list(overrides or [])
+    if device == "cpu":
+        overrides += _cpu_overrides(cfg, overrides)
     run_path = Path(run_dir) if run_dir else default_run_dir(dataset)
-    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps, list(overrides or []))
+    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps, overrides, device)
     lines = [
         f"# Training run `{result['run_dir']}`",
         "",

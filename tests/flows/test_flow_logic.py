@@ -163,3 +163,79 @@ def test_libraries_do_not_import_prefect():
         if pattern.search(p.read_text(encoding="utf-8", errors="replace"))
     ]
     assert offenders == []
+
+
+def test_training_device_refuses_the_cpu_unless_allowed():
+    no_gpu = (False, "torch 2.x+cpu is a CPU-only build")
+    with pytest.raises(tr.NoGpuError, match="no CUDA GPU on worker .*CPU-only build.*train/train-cpu.*allow_cpu=true"):
+        tr.training_device(False, no_gpu)
+    assert tr.training_device(True, no_gpu) == "cpu"
+    assert tr.training_device(False, (True, "1 CUDA device(s)")) == "cuda"
+    assert tr.training_device(True, (True, "1 CUDA device(s)")) == "cuda"
+
+
+def test_cuda_status_agrees_with_torch():
+    import torch
+
+    ok, why = tr.cuda_status()
+    assert ok == torch.cuda.is_available()
+    assert torch.__version__ in why or ok
+
+
+def test_cpu_loader_workers_leave_a_core_to_training():
+    assert tr.cpu_loader_workers(8, 2) == 1
+    assert tr.cpu_loader_workers(8, 16) == 8
+    assert tr.cpu_loader_workers(0, 2) == 0
+    assert tr.cpu_loader_workers(4, 1) == 0
+    assert tr.cpu_loader_workers(4, None) == 0
+    cmd = tr.train_command(Path("c.yaml"), "/d.zarr", Path("/r"), resume=True, max_steps=None, device="cpu")
+    assert cmd[cmd.index("--device") + 1] == "cpu"
+    assert "--device" not in tr.train_command(Path("c.yaml"), "/d.zarr", Path("/r"), resume=True, max_steps=None)
+
+
+def test_check_dataset_here_names_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "paris" / "dataset.zarr").mkdir(parents=True)
+    tr.check_dataset_here("outputs/paris/dataset.zarr")
+    tr.check_dataset_here("s3://bucket/paris.zarr")  # remote: the trainer's business
+    tr.check_dataset_here("synthetic://8")
+    with pytest.raises(FileNotFoundError, match=r"outputs/rome/dataset.zarr.*S2R_PROJECT_DIR = " + str(tmp_path)):
+        tr.check_dataset_here("outputs/rome/dataset.zarr")
+
+
+def test_dataset_location_for_training_is_resolvable_on_another_worker(tmp_path, monkeypatch):
+    project = tmp_path / "checkout"
+    project.mkdir()
+    loc = bd.dataset_location_for_training
+    assert loc(str(project / "outputs" / "paris" / "dataset.zarr"), project) == "outputs/paris/dataset.zarr"
+    assert loc(f"file://{project}/outputs/paris/dataset.zarr", project) == "outputs/paris/dataset.zarr"
+    monkeypatch.chdir(project)
+    assert loc("outputs/paris/dataset.zarr", project) == "outputs/paris/dataset.zarr"
+    assert loc("s3://bucket/s2r/paris.zarr", project) == "s3://bucket/s2r/paris.zarr"
+    assert loc("/mnt/shared/paris.zarr", project) == "/mnt/shared/paris.zarr"  # shared file system
+
+
+def test_trigger_training_passes_the_project_relative_store(monkeypatch, tmp_path):
+    calls = []
+
+    class _Run:
+        id, name = "1234", "run-name"
+
+    import prefect.deployments
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", lambda name, **kw: calls.append(kw) or _Run())
+    monkeypatch.setattr(bd, "get_run_logger", lambda: __import__("logging").getLogger("t"))
+    monkeypatch.chdir(tmp_path)  # the pull step entered the project directory
+    final = {"samples": 21, "fingerprint": "abc"}
+    bd._trigger_training("train/train-gpu", str(tmp_path / "outputs" / "sample" / "dataset.zarr"), None, final)
+    bd._trigger_training("train/train-gpu", str(tmp_path / "outputs" / "sample" / "dataset.zarr"), None, final,
+                         dataset_url="s3://b/sample.zarr")
+    assert calls[0]["parameters"] == {"dataset": "outputs/sample/dataset.zarr"}
+    assert calls[1]["parameters"] == {"dataset": "s3://b/sample.zarr"}
+
+
+def test_task_run_names_carry_the_tile_and_the_batch_range():
+    assert bd._harvest_run_name({"tile_id": "14/8299/5639", "city": "sample"}) == "harvest-tile-14/8299/5639"
+    batch = [{"pose": {"image_id": i}} for i in ("1001", "1002", "1009")]
+    assert bd._render_run_name({"samples": batch}) == "render-and-write-1001..1009 (3)"
+    assert bd._render_run_name({"samples": batch[:1]}) == "render-and-write-1001 (1)"
