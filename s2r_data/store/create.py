@@ -24,7 +24,7 @@ import json
 import logging
 from typing import Any
 
-from .index import write_index_table, empty_index
+from .index import empty_index, write_index_table
 from .schema import ArraySpec, CodecChoice, StoreSpec
 from .urls import ZARR_DIR, StoreLocation
 

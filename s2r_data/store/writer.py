@@ -12,9 +12,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .checks import sample_problems
+from .create import StoreMismatchError, ensure_store, record_committed_count
 from .index import compact_index, make_index_row, read_index, row_table, valid_image_id, write_index_table
 from .pyramid import downsample_sample
-from .create import StoreMismatchError, ensure_store, record_committed_count
 from .schema import DEFAULT_CODEC, CodecChoice, StoreSpec
 from .urls import StoreLocation, location
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,8 +143,6 @@ def _group_first_store(url, present: list[str]):
         pass
     for name in os.listdir(url / "data.zarr"):
         if name not in present and (url / "data.zarr" / name).is_dir():
-            import shutil
-
             shutil.rmtree(url / "data.zarr" / name)
 
 
