@@ -499,6 +499,7 @@ def summarize(
         "tiles": list(tiles),
         "samples_in_store": int(final["samples"]),
         "verified": bool(final["verified"]),
+        "verify_scope": final.get("verify"),
         "splits": dict(final.get("splits", {})),
         "warnings": list(final.get("warnings", [])),
         "dataset_fingerprint": final.get("fingerprint"),
