@@ -221,8 +221,8 @@ def render_and_write_task(
 
 
 @task(name="index-and-verify")
-def finalize_store_task(store_url: str, splits: list[float | int], seed: int) -> dict[str, Any]:
-    return stages.finalize_store(store_url, splits=splits, seed=seed)
+def finalize_store_task(store_url: str, splits: list[float | int], seed: int, full_verify: bool = False) -> dict[str, Any]:
+    return stages.finalize_store(store_url, splits=splits, seed=seed, full_verify=full_verify)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +282,7 @@ def build_dataset(
     preview_base_url: str | None = None,
     splits: list[float | int] = [0.8, 0.2, 5],
     split_seed: int = 0,
+    full_verify: bool = False,
     train_after: bool = False,
     train_config: str | None = None,
     train_deployment: str = "train/train-gpu",
@@ -315,6 +316,8 @@ def build_dataset(
             validation, whole Mapillary sequences per split, and how many val samples to keep
             for visualisation (s2r_train.splits).
         split_seed: seed of the split assignment.
+        full_verify: re-read and check every sample at the end (``s2r store verify``); by default
+            only the store and index are checked, since each sample is verified when written.
         train_after: trigger the ``train_deployment`` when the dataset verifies.
         train_config: training config (path or preset name) passed to the train deployment.
         train_deployment: ``flow/deployment`` name of the training deployment.
@@ -419,7 +422,7 @@ def build_dataset(
             f"nothing was written to {layout.store_url}: all {len(poses)} renders failed "
             f"({stages.count_reasons(batch_reports)}); see the render-and-write task logs"
         )
-    final = finalize_store_task(layout.store_url, list(splits), split_seed)
+    final = finalize_store_task(layout.store_url, list(splits), split_seed, full_verify)
     timings["index_and_verify"] = time.perf_counter() - t0
     for w in final.get("warnings", []):
         log.warning("%s", w)

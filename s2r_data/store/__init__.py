@@ -13,6 +13,13 @@ Layout (see :mod:`s2r_data.store.urls`)::
 (sky, valid). Level k ≥ 1 arrays are 2^k-downsampled copies for alias-free small crops
 (:mod:`s2r_data.store.pyramid`).
 
+Plain readers (zarr + pyarrow, no s2r): docs/dataset.md. Axis 0 holds *slots*: only those named
+by a committed index row hold samples.
+
+Creation (:mod:`s2r_data.store.create`): arrays first, empty index next, the group's
+``data.zarr/zarr.json`` last, so a store is complete or has no group; a writer completes a store
+whose creation was interrupted.
+
 Write protocol (crash- and concurrency-safe; several writer processes on one local store):
 
 1. Validate the sample in memory (:class:`SampleValidationError` names the bad input; nothing
@@ -27,14 +34,17 @@ Write protocol (crash- and concurrency-safe; several writer processes on one loc
    never shrunk.
 4. Outside the lock: write each array's row ``slot`` as one whole shard (a file per sample per
    array; zarr's LocalStore writes temp file + rename). Different samples never share a shard, so
-   concurrent writers never rewrite each other's bytes.
+   concurrent writers never rewrite each other's bytes. Then read every array's row back and
+   compare (write-time verification: :class:`SampleWriteError`, nothing committed, on mismatch).
 5. Commit: atomically rename ``index.d/<id>.parquet`` into place (s2r_data.atomic).
 
 A ``kill -9`` anywhere before 5 leaves an allocated, uncommitted slot (invisible to readers; a
 rerun writes the same id into the same slot); after 5 the sample is complete. Readers list only
 committed rows (:func:`open_dataset`); :func:`compact` merges fragments into ``index.parquet``
-under the store lock (write, then delete merged fragments; readers read fragments first so they
-never miss a row during a compaction). :func:`verify` re-checks everything;
+under the store lock (write, then delete merged fragments, until none is left; readers read
+fragments first so they never miss a row during a compaction) and records the count in the group
+attributes. :func:`verify` checks the store, the index and every sample (or only some) and
+reports damage instead of raising;
 ``python -m s2r_data.store verify [--workers N]|info|compact URL`` from the shell.
 Reading works for any fsspec URL; writing needs a local path (fcntl locks) — build locally and
 copy the directory to object storage.
@@ -42,12 +52,14 @@ copy the directory to object storage.
 
 from .index import IndexRowError, make_index_row
 from .reader import DatasetNotFoundError, DatasetReader, open_dataset
-from .schema import DEFAULT_CODEC, INDEX_SCHEMA, INDEX_SCHEMA_VERSION, CodecChoice
+from .create import IncompleteStoreError, ensure_store
+from .schema import DEFAULT_CODEC, INDEX_SCHEMA, INDEX_SCHEMA_VERSION, CodecChoice, StoreSpec
 from .verify import Problem, VerifyReport, verify
 from .writer import (
     DatasetWriter,
     SampleExistsError,
     SampleValidationError,
+    SampleWriteError,
     StoreMismatchError,
     compact,
     store_lock,
@@ -64,7 +76,11 @@ __all__ = [
     "store_lock",
     "SampleValidationError",
     "SampleExistsError",
+    "SampleWriteError",
     "StoreMismatchError",
+    "IncompleteStoreError",
+    "StoreSpec",
+    "ensure_store",
     "IndexRowError",
     "DatasetNotFoundError",
     "make_index_row",

@@ -18,7 +18,7 @@ import datetime as _dt
 import io
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -167,11 +167,26 @@ def _dedupe_first(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep, pa.int64()))
 
 
-def read_fragments(loc: StoreLocation) -> tuple[pa.Table, list[str]]:
+OnError = Callable[[str, Exception], None]
+
+
+def _read_or_report(loc: StoreLocation, rel_path: str, on_error: OnError | None) -> pa.Table | None:
+    if on_error is None:
+        return _read_table(loc, rel_path)
+    try:
+        return _read_table(loc, rel_path)
+    except Exception as e:  # noqa: BLE001 - corrupt Parquet, wrong schema, I/O error: reported
+        on_error(rel_path, e)
+        return None
+
+
+def read_fragments(loc: StoreLocation, *, on_error: OnError | None = None) -> tuple[pa.Table, list[str]]:
+    """The committed fragments ``index.d/*.parquet`` (names starting with '.' are temp files)
+    and the names read."""
     names = sorted(n for n in loc.list_dir("index.d") if n.endswith(".parquet") and not n.startswith("."))
     tables, read_names = [], []
     for n in names:
-        t = _read_table(loc, f"index.d/{n}")
+        t = _read_or_report(loc, f"index.d/{n}", on_error)
         if t is not None:  # deleted by a concurrent compaction: it is in index.parquet now
             tables.append(t)
             read_names.append(n)
@@ -180,30 +195,44 @@ def read_fragments(loc: StoreLocation) -> tuple[pa.Table, list[str]]:
     return pa.concat_tables(tables), read_names
 
 
-def read_index(loc: StoreLocation, *, dedupe: bool = True) -> pa.Table:
-    """All committed rows (compacted + fragments), sorted by ``zarr_index``."""
-    frags, _ = read_fragments(loc)
-    compacted = _read_table(loc, "index.parquet")
+def read_index(loc: StoreLocation, *, dedupe: bool = True, on_error: OnError | None = None) -> pa.Table:
+    """All committed rows (compacted + fragments), sorted by ``zarr_index``. ``on_error(rel_path,
+    exc)``: called for an unreadable index file, which is then skipped (default: raise)."""
+    frags, _ = read_fragments(loc, on_error=on_error)
+    compacted = _read_or_report(loc, "index.parquet", on_error)
+    if dedupe:
+        return _merge(compacted, frags)
     parts = [t for t in (compacted, frags) if t is not None and t.num_rows]
     table = pa.concat_tables(parts) if parts else empty_index()
-    if dedupe:
-        table = _dedupe_first(table)
-    if table.num_rows:
-        table = table.sort_by([("zarr_index", "ascending")])
-    return table
+    return table.sort_by([("zarr_index", "ascending")]) if table.num_rows else table
+
+
+def _merge(compacted: pa.Table | None, frags: pa.Table) -> pa.Table:
+    parts = [t for t in (compacted, frags) if t is not None and t.num_rows]
+    table = _dedupe_first(pa.concat_tables(parts)) if parts else empty_index()
+    return table.sort_by([("zarr_index", "ascending")]) if table.num_rows else table
+
+
+_COMPACT_ROUNDS = 8
 
 
 def compact_index(loc: StoreLocation) -> int:
-    """Merge fragments into ``index.parquet`` (caller holds the store lock). Returns row count."""
-    frags, names = read_fragments(loc)
+    """Merge fragments into ``index.parquet`` (caller holds the store lock). Returns row count.
+
+    Writers commit without the lock, so fragments may appear while this runs: it merges again
+    until a listing finds none (at most a few rounds), so that ``index.parquet`` alone lists every
+    sample committed before the call. Fragments of ids already in ``index.parquet`` (left by a
+    compaction killed before its deletions) are removed too."""
     compacted = _read_table(loc, "index.parquet")
-    parts = [t for t in (compacted, frags) if t is not None and t.num_rows]
-    table = pa.concat_tables(parts) if parts else empty_index()
-    table = _dedupe_first(table)
-    if table.num_rows:
-        table = table.sort_by([("zarr_index", "ascending")])
-    if names or compacted is None:
+    table = _merge(compacted, empty_index())
+    if compacted is None:
         write_index_table(loc, "index.parquet", table)
-    for n in names:
-        loc.remove(f"index.d/{n}")
+    for _ in range(_COMPACT_ROUNDS):
+        frags, names = read_fragments(loc)
+        if not names:
+            break
+        table = _merge(table, frags)
+        write_index_table(loc, "index.parquet", table)  # before deleting: readers never miss a row
+        for n in names:
+            loc.remove(f"index.d/{n}")
     return table.num_rows

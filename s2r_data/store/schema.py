@@ -29,6 +29,8 @@ __all__ = [
     "CodecChoice",
     "DEFAULT_CODEC",
     "group_attributes",
+    "StoreSpec",
+    "SLOTS_MEANING",
     "ROW_FIELDS_FROM_CALLER",
 ]
 
@@ -149,9 +151,57 @@ def group_attributes(*, height: int, width: int, city: str, levels: int, chunk_p
             "classes": [
                 {"index": c.index, "name": c.name, "colour_linear": list(c.colour_linear)} for c in CLASSES
             ],
-            "sample_axis": "zarr_index column of index.parquet; rows not in the index are not committed",
+            "sample_axis": SLOTS_MEANING,
+            "committed_samples": 0,
+            "committed_samples_meaning": COMMITTED_COUNT_MEANING,
         }
     }
+
+
+SLOTS_MEANING = (
+    "axis 0 of every array is a slot, not a sample: shape[0] is the capacity (grown ×2 as needed), "
+    "at least the number of committed samples. Slot zarr_index holds the sample whose index row "
+    "(index.parquet or index.d/<image_id>.parquet) names it; a slot no committed row names is unused "
+    "(reads as fill value 0) or holds an uncommitted write (crashed or in flight): ignore it. "
+    "See docs/dataset.md"
+)
+COMMITTED_COUNT_MEANING = (
+    "rows of index.parquet at the last compaction (s2r store compact; every build-dataset run ends "
+    "with one). Samples committed since are in index.d/ fragments: read index.parquet and index.d/*.parquet "
+    "(names not starting with '.'), union by image_id"
+)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a dataset store holds: full-resolution panorama size (2:1), city, extra pyramid levels,
+    inner chunk side and codec. A writer and the store it opens must agree on :meth:`identity`."""
+
+    height: int
+    width: int
+    city: str
+    pyramid_levels: int = 1
+    chunk_px: int = 256
+    codec: CodecChoice = DEFAULT_CODEC
+
+    def __post_init__(self) -> None:
+        if self.width != 2 * self.height or self.height <= 0:
+            raise ValueError(f"panoramas are 2:1; got height={self.height}, width={self.width}")
+        if self.pyramid_levels < 0 or self.height % (1 << self.pyramid_levels):
+            raise ValueError(f"height {self.height} is not divisible by 2^{self.pyramid_levels} (pyramid_levels)")
+        if self.chunk_px < 1:
+            raise ValueError(f"chunk_px={self.chunk_px}: must be >= 1")
+
+    def arrays(self) -> list[ArraySpec]:
+        return array_specs(self.height, self.width, self.pyramid_levels, self.chunk_px)
+
+    def attributes(self) -> dict:
+        return group_attributes(height=self.height, width=self.width, city=self.city, levels=self.pyramid_levels,
+                                chunk_px=self.chunk_px, codec=self.codec)
+
+    def identity(self) -> dict[str, Any]:
+        """The attributes an existing store must match (``s2r_dataset`` keys)."""
+        return {"height": self.height, "width": self.width, "city": self.city, "pyramid_levels": self.pyramid_levels}
 
 
 _UTC_MS = pa.timestamp("ms", tz="UTC")

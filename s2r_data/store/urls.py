@@ -85,6 +85,15 @@ class StoreLocation:
             return LocalStore(self.path(ZARR_DIR), read_only=read_only)
         return FsspecStore.from_url(f"{self.url.rstrip('/')}/{ZARR_DIR}", read_only=read_only)
 
+    def array_store(self, name: str, *, read_only: bool):
+        """A zarr store rooted at array ``name``'s own folder (creating an array through it writes
+        no implicit parent group metadata: see :mod:`s2r_data.store.create`)."""
+        from zarr.storage import FsspecStore, LocalStore
+
+        if self.is_local:
+            return LocalStore(self.path(f"{ZARR_DIR}/{name}"), read_only=read_only)
+        return FsspecStore.from_url(f"{self.url.rstrip('/')}/{ZARR_DIR}/{name}", read_only=read_only)
+
     def array_url(self, name: str) -> str:
         return self.path(f"{ZARR_DIR}/{name}")
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 
 from .checks import sample_problems
+from .create import GROUP_METADATA, creation_problems
 from .index import read_index
 from .pyramid import downsample_sample
 from .reader import DatasetReader
-from .schema import level_name
+from .schema import array_specs, level_name
 from .urls import ZARR_DIR, location
 
 __all__ = ["verify", "VerifyReport", "Problem"]
@@ -31,6 +33,7 @@ class Problem:
 class VerifyReport:
     url: str
     n_samples: int = 0
+    n_checked: int = 0  # samples whose content was read and checked
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -43,7 +46,8 @@ class VerifyReport:
         return {p.image_id for p in self.problems if p.image_id}
 
     def summary(self) -> str:
-        lines = [f"{self.url}: {self.n_samples} samples, {len(self.problems)} problems, {len(self.warnings)} warnings"]
+        checked = "" if self.n_checked == self.n_samples else f" ({self.n_checked} content-checked)"
+        lines = [f"{self.url}: {self.n_samples} samples{checked}, {len(self.problems)} problems, {len(self.warnings)} warnings"]
         lines += [f"  PROBLEM {p}" for p in self.problems]
         lines += [f"  warning {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -94,19 +98,96 @@ def _check_sample(url: str, image_id: str, z: int, levels: int, check_pyramid: b
     return out
 
 
+def _open_checked(loc, report: VerifyReport) -> tuple[Any, dict[str, Any]] | None:
+    """The group and its ``s2r_dataset`` attributes, or None after reporting why not."""
+    import zarr
+
+    if not loc.exists(GROUP_METADATA):
+        report.problems += [Problem("", m) for m in creation_problems(loc, None)]
+        return None
+    try:
+        group = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
+        attrs = dict(group.attrs).get("s2r_dataset")
+    except Exception as e:  # noqa: BLE001 - corrupt or unreadable metadata
+        report.problems.append(Problem("", f"cannot open the Zarr group {GROUP_METADATA}: {type(e).__name__}: {e}"))
+        return None
+    bad = None
+    if not isinstance(attrs, dict):
+        bad = "has no 's2r_dataset' attributes (not an s2r dataset, or its metadata was replaced)"
+    else:
+        try:
+            H, W, levels = int(attrs["height"]), int(attrs["width"]), int(attrs.get("pyramid_levels", 0))
+            if H <= 0 or W != 2 * H or levels < 0 or H % (1 << levels):
+                bad = f"has inconsistent size attributes height={H}, width={W}, pyramid_levels={levels}"
+        except (KeyError, TypeError, ValueError) as e:
+            bad = f"has unusable 's2r_dataset' attributes ({type(e).__name__}: {e})"
+    if bad:
+        report.problems.append(Problem("", f"the group {GROUP_METADATA} {bad}"))
+        return None
+    return group, attrs
+
+
+def _check_arrays(loc, group, attrs: dict[str, Any], report: VerifyReport) -> int | None:
+    """Every expected array exists with its dtype, channels and spatial shape; returns the
+    smallest capacity (slots) of the arrays that opened."""
+    caps = []
+    report.problems += [Problem("", m) for m in creation_problems(loc, attrs)]
+    H, W, levels = int(attrs["height"]), int(attrs["width"]), int(attrs.get("pyramid_levels", 0))
+    for spec in array_specs(H, W, levels, int(attrs.get("chunk_px", 256))):
+        if not loc.exists(f"{ZARR_DIR}/{spec.name}/zarr.json"):
+            continue  # reported above
+        try:
+            arr = group[spec.name]
+        except Exception as e:  # noqa: BLE001
+            report.problems.append(Problem("", f"array {spec.name}: cannot open its metadata: {type(e).__name__}: {e}"))
+            continue
+        caps.append(int(arr.shape[0]))
+        want = (spec.channels, spec.height, spec.width)
+        if len(arr.shape) != 4 or tuple(arr.shape[1:]) != want or str(arr.dtype) != spec.dtype:
+            report.problems.append(Problem(
+                "", f"array {spec.name}: shape {tuple(arr.shape)} dtype {arr.dtype}, expected (N, {want[0]}, {want[1]}, "
+                f"{want[2]}) {spec.dtype}"))
+    return min(caps, default=None)
+
+
 def verify(
-    url: str | os.PathLike, *, check_pyramid: bool = True, progress: bool = False, workers: int = 1
+    url: str | os.PathLike,
+    *,
+    check_pyramid: bool = True,
+    progress: bool = False,
+    workers: int = 1,
+    samples: Iterable[str] | None = None,
 ) -> VerifyReport:
-    """Check every committed sample (shapes, finite values, value ranges, sky ⇔ label 0 ⇔ depth 0,
-    pyramid levels = downsampled level 0), index ↔ store agreement and duplicates.
+    """Check the store and its committed samples; report problems, never raise on a damaged store.
+
+    Always: the store is complete (group metadata, every array with its shape and dtype), every
+    index file reads, no image is listed twice or shares a ``zarr_index``, the index agrees with
+    the slot log. Per sample (all committed samples, or only the ids in ``samples``): shapes,
+    finite values, value ranges, sky ⇔ label 0 ⇔ depth 0, pyramid levels = downsampled level 0.
+    ``samples=()`` checks no sample content (the writer verified each sample when it wrote it).
     ``workers`` > 1 checks samples in that many processes."""
     loc = location(url)
     report = VerifyReport(url=loc.url)
-    if not loc.exists(f"{ZARR_DIR}/zarr.json"):
-        report.problems.append(Problem("", f"no Zarr group at {loc.path(ZARR_DIR)}"))
-        return report
+    try:
+        _verify_into(report, loc, check_pyramid, progress, workers, None if samples is None else set(samples))
+    except Exception as e:  # noqa: BLE001 - a damaged store must give a report, not a traceback
+        report.problems.append(Problem("", f"verify could not finish: {type(e).__name__}: {e}"))
+    return report
 
-    raw = read_index(loc, dedupe=False)
+
+def _verify_into(report: VerifyReport, loc, check_pyramid: bool, progress: bool, workers: int,
+                 wanted: set[str] | None) -> None:
+    opened = _open_checked(loc, report)
+    if opened is None:
+        return
+    group, attrs = opened
+    capacity = _check_arrays(loc, group, attrs, report)
+
+    def unreadable(rel_path: str, e: Exception) -> None:
+        image_id = rel_path[len("index.d/"):-len(".parquet")] if rel_path.startswith("index.d/") else ""
+        report.problems.append(Problem(image_id, f"index file {rel_path} is unreadable: {type(e).__name__}: {e}"))
+
+    raw = read_index(loc, dedupe=False, on_error=unreadable)
     ids = raw.column("image_id").to_pylist()
     zidx = raw.column("zarr_index").to_pylist()
     by_id: dict[str, set[int]] = {}
@@ -115,7 +196,7 @@ def verify(
     for i, zs in by_id.items():
         if len(zs) > 1:
             report.problems.append(Problem(i, f"listed with several zarr_index values {sorted(zs)}"))
-    reader = DatasetReader(url)
+    reader = DatasetReader(loc.url, index=read_index(loc, on_error=lambda *_: None))
     zcount = Counter(reader.index.column("zarr_index").to_pylist())
     for i, z in zip(reader.image_ids, reader.index.column("zarr_index").to_pylist()):
         if zcount[z] > 1:
@@ -124,23 +205,21 @@ def verify(
     from .writer import _read_slot_log  # noqa: PLC0415 (shared private helper)
 
     slots = _read_slot_log(loc)
-    attrs = reader.attrs
     levels = int(attrs.get("pyramid_levels", 0))
-    H, W = int(attrs["height"]), int(attrs["width"])
-    group = reader.group
-    names = ("sim", "label", "real", "mask")
-    for level in range(levels + 1):
-        for name in names:
-            arr = group[level_name(name, level)]
-            want = (H >> level, W >> level)
-            if tuple(arr.shape[2:]) != want:
-                report.problems.append(Problem("", f"{arr.path}: spatial shape {arr.shape[2:]} ≠ {want}"))
     report.n_samples = len(reader)
 
     jobs = [(reader.image_ids[i], reader.zarr_index(i)) for i in range(len(reader))]
     for image_id, z in jobs:
+        if capacity is not None and not 0 <= z < capacity:
+            report.problems.append(Problem(image_id, f"zarr_index {z} is outside the arrays' {capacity} slots"))
         if image_id in slots and slots[image_id] != z:
             report.problems.append(Problem(image_id, f"index says zarr_index {z}, slot log says {slots[image_id]}"))
+    if wanted is not None:
+        unknown = sorted(wanted - set(reader.image_ids))
+        if unknown:
+            report.problems += [Problem(i, "asked to check it, but it is not committed") for i in unknown]
+        jobs = [(i, z) for i, z in jobs if i in wanted]
+    report.n_checked = len(jobs)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -177,4 +256,3 @@ def verify(
             partial += [f for f in files if f.endswith(".partial") or ".partial." in f]
         if partial:
             report.warnings.append(f"{len(partial)} leftover temporary files from interrupted writes (harmless)")
-    return report

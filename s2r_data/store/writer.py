@@ -12,15 +12,17 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .checks import sample_problems
+from .create import StoreMismatchError, ensure_store, record_committed_count
 from .index import compact_index, make_index_row, read_index, row_table, valid_image_id, write_index_table
 from .pyramid import downsample_sample
-from .schema import DEFAULT_CODEC, CodecChoice, array_specs, group_attributes
-from .urls import ZARR_DIR, StoreLocation, location
+from .schema import DEFAULT_CODEC, CodecChoice, StoreSpec
+from .urls import StoreLocation, location
 
 __all__ = [
     "DatasetWriter",
     "SampleValidationError",
     "SampleExistsError",
+    "SampleWriteError",
     "StoreMismatchError",
     "store_lock",
     "compact",
@@ -37,8 +39,8 @@ class SampleExistsError(FileExistsError):
     pass
 
 
-class StoreMismatchError(ValueError):
-    """An existing store has a different size/city/levels than the writer asked for."""
+class SampleWriteError(OSError):
+    """A sample's arrays did not read back as written (storage fault); it was not committed."""
 
 
 @contextlib.contextmanager
@@ -114,10 +116,16 @@ class _SlotLog:
 
 
 def compact(url: str | os.PathLike) -> int:
-    """Merge index fragments into ``index.parquet`` under the store lock; returns the row count."""
-    loc = location(url)
+    """Merge index fragments into ``index.parquet`` under the store lock, so that it alone lists
+    every committed sample, and record that count in the group attributes; returns it."""
+    return _compact(location(url))
+
+
+def _compact(loc: StoreLocation) -> int:
     with store_lock(loc):
-        return compact_index(loc)
+        n = compact_index(loc)
+        record_committed_count(loc, n)
+        return n
 
 
 def _as_chw(name: str, a: Any, channels: int, H: int, W: int, image_id: str) -> np.ndarray:
@@ -138,7 +146,9 @@ class DatasetWriter:
     ``height``/``width``: full-resolution panorama size (2:1); ``city``: stored in the attributes
     and every index row; ``pyramid_levels``: extra half-resolution levels stored per sample;
     ``chunk_px``: inner chunk side (the read unit of crops); ``initial_capacity``: first
-    sample-axis size (grown geometrically under the store lock).
+    sample-axis size (grown geometrically under the store lock); ``verify_writes``: read every
+    sample back after writing and commit it only if it equals what was written (the write-time
+    verification that lets ``build-dataset`` skip re-reading old samples).
     Several processes may hold writers on the same local store at once.
     """
 
@@ -153,15 +163,14 @@ class DatasetWriter:
         chunk_px: int = 256,
         codec: CodecChoice = DEFAULT_CODEC,
         initial_capacity: int = 64,
+        verify_writes: bool = True,
     ):
-        if width != 2 * height or height <= 0:
-            raise ValueError(f"panoramas are 2:1; got height={height}, width={width}")
-        if height % (1 << pyramid_levels):
-            raise ValueError(f"height {height} is not divisible by 2^{pyramid_levels} (pyramid_levels)")
+        self.spec = StoreSpec(int(height), int(width), str(city), int(pyramid_levels), int(chunk_px), codec)
         self.loc = location(url)
-        self.height, self.width, self.city = int(height), int(width), str(city)
-        self.levels, self.chunk_px, self.codec = int(pyramid_levels), int(chunk_px), codec
-        self._specs = array_specs(self.height, self.width, self.levels, self.chunk_px)
+        self.height, self.width, self.city = self.spec.height, self.spec.width, self.spec.city
+        self.levels, self.chunk_px, self.codec = self.spec.pyramid_levels, self.spec.chunk_px, codec
+        self.verify_writes = bool(verify_writes)
+        self._specs = self.spec.arrays()
         self._arrays: dict[str, Any] = {}
         self._committed: set[str] = set()
         self._index_mtime: float | None = None
@@ -171,37 +180,8 @@ class DatasetWriter:
 
     # -- setup -------------------------------------------------------------------------------
     def _ensure_store(self, capacity: int) -> None:
-        import zarr
-
         with store_lock(self.loc):
-            store = self.loc.zarr_store(read_only=False)
-            if not self.loc.exists(f"{ZARR_DIR}/zarr.json"):
-                attrs = group_attributes(
-                    height=self.height, width=self.width, city=self.city, levels=self.levels,
-                    chunk_px=self.chunk_px, codec=self.codec,
-                )
-                g = zarr.create_group(store, attributes=attrs, overwrite=False)
-                for s in self._specs:
-                    g.create_array(
-                        s.name,
-                        shape=(capacity, s.channels, s.height, s.width),
-                        dtype=s.dtype,
-                        chunks=(1, s.channels) + s.chunk,
-                        shards=(1, s.channels, s.height, s.width),
-                        compressors=[self.codec.codec()],
-                        fill_value=0,
-                        dimension_names=("sample", "channel", "y", "x"),
-                    )
-                Path(self.loc.path("index.d")).mkdir(parents=True, exist_ok=True)
-                write_index_table(self.loc, "index.parquet", read_index(self.loc))
-            else:
-                attrs = dict(zarr.open_group(store, mode="r").attrs).get("s2r_dataset", {})
-                want = {"height": self.height, "width": self.width, "city": self.city, "pyramid_levels": self.levels}
-                got = {k: attrs.get(k) for k in want}
-                if got != want:
-                    raise StoreMismatchError(
-                        f"{self.loc.url} holds {got}, the writer asked for {want}: use another URL or matching settings"
-                    )
+            ensure_store(self.loc, self.spec, capacity)
 
     def _array(self, name: str, min_len: int):
         import zarr
@@ -337,19 +317,43 @@ class DatasetWriter:
             levels = [(sim16, label8, real8, mask8)]
             for _ in range(self.levels):
                 levels.append(downsample_sample(*levels[-1]))
+            written = []
             for level, (s, l, r, m) in enumerate(levels):
                 sfx = "" if level == 0 else f"_l{level}"
                 for name, data in (("sim", s), ("label", l), ("real", r), ("mask", m)):
                     self._array(name + sfx, slot + 1)[slot] = data  # one whole shard per write
+                    written.append((name + sfx, data))
+            if self.verify_writes:
+                self._read_back(image_id, slot, written)
             full = make_index_row(image_id=image_id, city=self.city, zarr_index=slot, row=row or {})
             write_index_table(self.loc, f"index.d/{image_id}.parquet", row_table([full]))  # commit
             self._committed.add(image_id)
         return slot
 
+    def _read_back(self, image_id: str, slot: int, written: list[tuple[str, np.ndarray]]) -> None:
+        """Write-time verification: every array's row ``slot`` must decode to exactly what was
+        written. With the in-memory checks of :meth:`_validate` (``checks.sample_problems``) and a
+        pyramid computed from level 0, this covers what :func:`s2r_data.store.verify` checks per
+        sample, so a committed sample needs no second read to be known good."""
+        for name, data in written:
+            try:
+                got = self._array(name, slot + 1)[slot]
+            except Exception as e:  # noqa: BLE001 - decode errors, missing shards, I/O errors
+                raise SampleWriteError(
+                    f"image {image_id}: {name} at zarr_index {slot} in {self.loc.url} cannot be read back "
+                    f"({type(e).__name__}: {e}); not committed — check the storage and rerun"
+                ) from e
+            if got.shape != data.shape or not np.array_equal(got, data):
+                n_bad = int((got != data).sum()) if got.shape == data.shape else got.size
+                raise SampleWriteError(
+                    f"image {image_id}: {name} at zarr_index {slot} in {self.loc.url} reads back different "
+                    f"from what was written ({n_bad} values); not committed — check the storage and rerun"
+                )
+
     # -- lifecycle ---------------------------------------------------------------------------
     def compact(self) -> int:
-        with store_lock(self.loc):
-            return compact_index(self.loc)
+        """See :func:`compact`."""
+        return _compact(self.loc)
 
     def close(self) -> None:
         self._arrays.clear()

@@ -58,9 +58,17 @@ def test_build_rerun_and_incremental(prefect_api, sample_content, tmp_path, monk
         renders = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sample" / "renders" / "w128").glob("*.npz")}
         assert len(renders) == len(ids1)
 
-        # the same run again: finished tile skipped without a request, nothing rendered or written
+        # the same run again: finished tile skipped without a request, nothing rendered or written,
+        # no old sample re-read by the verify step
+        import importlib
+
+        verify_mod = importlib.import_module("s2r_data.store.verify")
+        checked: list[str] = []
+        real_check = verify_mod._check_sample
+        monkeypatch.setattr(verify_mod, "_check_sample", lambda url, i, *a: checked.append(i) or real_check(url, i, *a))
         srv.reset_log()
         s2 = build_dataset(**params)
+        assert checked == []
         assert srv.request_counts() == {"tile": 0, "graph": 0, "image": 0}
         assert s2["counts"]["tiles_already_done"] == len(s2["tiles"]) == s2["counts"]["tiles"]
         assert s2["counts"]["rendered_now"] == 0 and s2["counts"]["written_now"] == 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import zarr
 
 from s2r_data.store import compact, open_dataset, verify
@@ -75,3 +76,67 @@ def test_index_duplicates_and_missing_photo(tmp_path):
     assert {"intruder", ids[0], ids[2]} <= bad, rep.summary()
     assert any("shares zarr_index 0" in p.message for p in rep.problems)
     assert any("real: shard missing" in p.message for p in rep.problems)
+
+
+def _damage(url, ids, kind):
+    """Damage a fresh, compacted 3-sample store in one way; returns the text the report must hold."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    z = url / "data.zarr"
+    if kind == "array_missing":
+        shutil.rmtree(z / "mask")
+        return "arrays missing: mask"
+    if kind == "group_metadata_garbage":
+        (z / "zarr.json").write_bytes(b"{not json")
+        return "cannot open the Zarr group"
+    if kind == "group_attributes_gone":
+        (z / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+        return "no 's2r_dataset' attributes"
+    if kind == "group_metadata_deleted":
+        (z / "zarr.json").unlink()
+        return "partial copy"
+    if kind == "array_metadata_garbage":
+        (z / "sim" / "zarr.json").write_bytes(b"\x00\x01")
+        return "array sim: cannot open"
+    if kind == "array_wrong_dtype":
+        zarr.create_array(str(z / "label"), shape=(4, 1, 32, 64), dtype="float32", overwrite=True)
+        return "array label: shape (4, 1, 32, 64) dtype float32"
+    if kind == "arrays_shrunk":
+        for name in ("sim", "label", "real", "mask", "sim_l1", "label_l1", "real_l1", "mask_l1"):
+            zarr.open_array(str(z / name), mode="r+").resize((1,) + zarr.open_array(str(z / name)).shape[1:])
+        return "outside the arrays' 1 slots"
+    if kind == "index_garbage":
+        (url / "index.parquet").write_bytes(b"PAR1 garbage")
+        return "index file index.parquet is unreadable"
+    if kind == "fragment_wrong_schema":
+        pq.write_table(pa.table({"x": [1]}), url / "index.d" / "odd.parquet")
+        return "index file index.d/odd.parquet is unreadable"
+    if kind == "empty_folder":
+        shutil.rmtree(url)
+        url.mkdir()
+        return "no Zarr group"
+    raise AssertionError(kind)
+
+
+DAMAGE = ["array_missing", "group_metadata_garbage", "group_attributes_gone", "group_metadata_deleted",
+          "array_metadata_garbage", "array_wrong_dtype", "arrays_shrunk", "index_garbage", "fragment_wrong_schema",
+          "empty_folder"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_store_is_reported_never_raised(tmp_path, capsys, kind):
+    from s2r_data.store.__main__ import main
+
+    url, ids = _fresh(tmp_path, kind)
+    compact(url)
+    expected = _damage(url, ids, kind)
+    rep = verify(url)
+    assert not rep.ok
+    assert expected in rep.summary(), rep.summary()
+    assert not any("verify could not finish" in p.message for p in rep.problems), rep.summary()
+    capsys.readouterr()
+    assert main(["verify", "--no-progress", str(url)]) == 1  # the command reports; no traceback
+    assert expected in capsys.readouterr().out

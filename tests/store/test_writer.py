@@ -233,3 +233,67 @@ def test_torn_slot_log_line_is_ignored(tmp_path):
         assert _write(w, "d", 3) == 3
     assert (url / "_s2r" / "slots.log").read_text().splitlines()[2:] == ["c 0", "c 2 ;", "d 3 ;"]
     assert verify(url).ok
+
+
+@pytest.mark.parametrize("fault", ["dropped", "corrupted"])
+def test_write_time_verification_catches_a_bad_write(tmp_path, monkeypatch, fault):
+    """The writer reads every sample back before committing it: a storage fault (a shard write
+    that silently went missing, or bytes changed on the way) leaves the sample uncommitted with an
+    error naming the array, and a rerun writes it properly."""
+    import zarr.storage
+
+    from s2r_data.store import SampleWriteError
+
+    url = tmp_path / "ds"
+    real_set = zarr.storage.LocalStore.set
+
+    async def faulty_set(self, key, value, *a, **kw):
+        if "real/c/1/" in (self.root / key).as_posix():
+            if fault == "dropped":
+                return None
+            raw = bytearray(value.to_bytes())
+            raw[len(raw) // 3] ^= 0xFF
+            value = type(value).from_bytes(bytes(raw))
+        return await real_set(self, key, value, *a, **kw)
+
+    with DatasetWriter(url, height=H, width=W, city="c") as w:
+        _write(w, "ok", 0)
+        with monkeypatch.context() as m:
+            m.setattr(zarr.storage.LocalStore, "set", faulty_set)
+            with pytest.raises(SampleWriteError, match=r"image bad: real at zarr_index 1 .* not committed"):
+                _write(w, "bad", 1)
+        assert not w.has("bad")
+        assert verify(url).ok  # nothing damaged was committed
+        assert _write(w, "bad", 1) == 1  # the rerun reuses the slot
+    ds = open_dataset(url)
+    assert ds.image_ids == ["ok", "bad"]
+    np.testing.assert_array_equal(ds.read(1, "real"), synthetic_panorama(H, W, 1).real)
+
+
+def test_compact_leaves_index_parquet_complete(tmp_path, monkeypatch):
+    """After compact, index.parquet alone lists every committed sample (plain readers read only
+    it), even when a writer commits while the compaction runs; the group attributes hold the count."""
+    import json
+
+    import s2r_data.store.index as index_mod
+
+    url = tmp_path / "ds"
+    write_synthetic_dataset(url, 3, height=H)
+    attrs = json.loads((url / "data.zarr" / "zarr.json").read_text())["attributes"]["s2r_dataset"]
+    assert attrs["committed_samples"] == 0 and "slot" in attrs["sample_axis"]
+    write_synthetic_dataset(url, 1, height=H, ids=["late"])
+    held_back = tmp_path / "late.parquet"
+    (url / "index.d" / "late.parquet").rename(held_back)  # its arrays are written, its commit not yet
+    real_remove = index_mod.StoreLocation.remove
+
+    def remove_then_commit(self, rel):  # another process commits "late" during the compaction
+        real_remove(self, rel)
+        if held_back.exists():
+            held_back.rename(url / "index.d" / "late.parquet")  # the writer's commit: an atomic rename
+
+    monkeypatch.setattr(index_mod.StoreLocation, "remove", remove_then_commit)
+    assert compact(url) == 4
+    assert sorted(pq.read_table(url / "index.parquet").column("image_id").to_pylist()) == ["late", "s0_0000", "s0_0001", "s0_0002"]
+    assert not [n for n in (url / "index.d").iterdir() if not n.name.startswith(".")]
+    attrs = json.loads((url / "data.zarr" / "zarr.json").read_text())["attributes"]["s2r_dataset"]
+    assert attrs["committed_samples"] == 4
