@@ -30,6 +30,7 @@ Prefect.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,9 +39,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..citymodel import CLASSES, MESH_CLASSES, CLASS_BY_NAME, CityModel, CityModelError
+from ..citymodel import CLASS_BY_NAME, CLASSES, MESH_CLASSES, CityModel
 from ..poses import Pose
-from .pose_checks import PoseFlagger, check_renderable_pose
+from .pose_checks import PoseFlagger, check_renderable_model, check_renderable_pose
 from .settings import CLIP_START_M, check_width
 from .sim_passes import ARRAY_SPECS, SimPasses
 
@@ -152,6 +153,7 @@ class RaycastScene:
         self.model_meta = dict(model.meta)
         self.model_path: Path | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_path(cls, city_model_path: str | Path, *, threads: int = 0) -> "RaycastScene":
@@ -171,15 +173,24 @@ class RaycastScene:
             for s, e in spans:
                 fn(s, e)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="raycast")
-        for f in [self._pool.submit(fn, s, e) for s, e in spans]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="raycast")
+            pool = self._pool
+        for f in [pool.submit(fn, s, e) for s, e in spans]:
             f.result()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the scene's threads (a later call starts them again)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def __enter__(self) -> "RaycastScene":
         return self
@@ -335,16 +346,18 @@ class RaycastScene:
     def _pixel_grid(self, width: int, R_cam_to_local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cos φ (H,), sin φ (H,), float32 (W, 3) sin λ·x_cam + cos λ·z_cam) at Cycles' sample positions."""
         key = width
-        grid = self._grids.get(key)
+        with self._lock:
+            grid = self._grids.get(key)
         if grid is None:
             height = width // 2
             dx, dy = CYCLES_SAMPLE_OFFSET_PX
             lon = (np.arange(width, dtype=np.float64) + 0.5 + dx) * (2 * np.pi / width) - np.pi
             lat = np.pi * (0.5 - (np.arange(height, dtype=np.float64) + 0.5 + dy) / height)
             grid = (np.cos(lat).astype(np.float32), np.sin(lat), np.sin(lon), np.cos(lon))
-            if len(self._grids) > 8:
-                self._grids.clear()
-            self._grids[key] = grid
+            with self._lock:
+                if len(self._grids) > 8:
+                    self._grids.clear()
+                self._grids[key] = grid
         cos_lat, sin_lat, sin_lon, cos_lon = grid
         lon_part = (sin_lon[:, None] * R_cam_to_local[:, 0] + cos_lon[:, None] * R_cam_to_local[:, 2]).astype(np.float32)
         return cos_lat, sin_lat, lon_part
@@ -377,35 +390,17 @@ def _output_arrays(height: int, width: int, reuse: SimPasses | None, *, zero: bo
 
 
 def _validated_triangles(model: CityModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All class meshes → (vertices float32 (V, 3), triangles int32 (M, 3), class uint8 (M,)).
-
-    Raises :class:`CityModelError` naming the problem: no triangles at all, non-finite vertices,
-    triangle indices out of range."""
+    """All class meshes → (vertices float32 (V, 3), triangles int32 (M, 3), class uint8 (M,)); a
+    model with no triangles, non-finite vertices or bad indices raises :class:`CityModelError`."""
+    check_renderable_model(model)
     verts, tris, classes, offset = [], [], [], 0
     for name in MESH_CLASSES:
         mesh = model.meshes[name]
         if not len(mesh.triangles):
             continue
-        v = mesh.vertices_local_m
-        bad = ~np.isfinite(v).all(axis=1)
-        if bad.any():
-            raise CityModelError(
-                f"city model{_where(model)}: {int(bad.sum())} of {len(v)} {name!r} vertices are not finite "
-                f"(first at index {int(np.flatnonzero(bad)[0])}); rebuild the model (`s2r city build`)"
-            )
-        t = mesh.triangles
-        if t.min() < 0 or t.max() >= len(v):
-            raise CityModelError(f"city model{_where(model)}: {name!r} triangles index vertices outside 0..{len(v) - 1}; rebuild the model")
-        verts.append(v)
-        tris.append(t + offset)
-        classes.append(np.full(len(t), CLASS_BY_NAME[name].index, np.uint8))
-        offset += len(v)
-    if not tris:
-        raise CityModelError(f"city model{_where(model)} has no triangles (every class mesh is empty); nothing can be rendered — check the OSM extract and rebuild (`s2r city build`)")
+        verts.append(mesh.vertices_local_m)
+        tris.append(mesh.triangles + offset)
+        classes.append(np.full(len(mesh.triangles), CLASS_BY_NAME[name].index, np.uint8))
+        offset += len(mesh.vertices_local_m)
     return (np.ascontiguousarray(np.concatenate(verts), np.float32), np.ascontiguousarray(np.concatenate(tris), np.int32),
             np.concatenate(classes))
-
-
-def _where(model: CityModel) -> str:
-    city = model.meta.get("city")
-    return f" of city {city!r}" if city else ""
