@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -283,6 +283,16 @@ class RaycastScene:
         """
         return self.render_into(pose, width, rows=rows, clip_end_m=clip_end_m)
 
+    def render_many(self, poses: Iterable[Pose], width: int, *, rows: tuple[int, int] | None = None,
+                    clip_end_m: float = 20_000.0, reuse_arrays: bool = False) -> Iterator[SimPasses]:
+        """:meth:`render` for each pose, in order (a batch, e.g. the candidates of a pose search).
+        ``reuse_arrays=True`` renders every pose into the same arrays: each result is valid only
+        until the next one is produced (no allocation per pose)."""
+        previous: SimPasses | None = None
+        for pose in poses:
+            previous = self.render_into(pose, width, rows=rows, clip_end_m=clip_end_m, out=previous if reuse_arrays else None)
+            yield previous
+
     def render_into(self, pose: Pose, width: int, *, rows: tuple[int, int] | None = None,
                     clip_end_m: float = 20_000.0, out: SimPasses | None = None) -> SimPasses:
         """:meth:`render`, reusing the arrays of ``out`` (a previous result of the same size, no
@@ -315,14 +325,14 @@ class RaycastScene:
             d3 -= sin_lat_up[a:b, None, :]
             d = d3.reshape(n, 3)
             hit = self._scene.run(np.broadcast_to(origin32, (n, 3)), d, dists=np.full(n, tfar, np.float32), output=1)
-            slot, t = hit["primID"], hit["tfar"]
-            near = np.flatnonzero((t < clip_start) & (slot >= 0))
-            if len(near):  # Cycles' near clip: those rays start CLIP_START_M out (rare: a surface within 5 cm)
+            slot, t = hit["primID"], hit["tfar"]  # a miss keeps t = tfar ≥ clip_start
+            if t.min() < clip_start:  # Cycles' near clip: these rays start CLIP_START_M out (a surface within 5 cm)
+                near = np.flatnonzero(t < clip_start)
                 dn = d[near]
                 again = self._scene.run(origin32 + clip_start * dn, dn, dists=np.full(len(near), tfar - clip_start, np.float32), output=1)
                 slot[near] = again["primID"]
                 t[near] = again["tfar"] + clip_start
-            slot += 1  # −1 (no hit) → slot 0 = sky
+            slot = np.add(slot, 1, dtype=np.intp)  # −1 (no hit) → slot 0 = sky; intp: take() would convert int32 on each call
             np.take(self._class_by_slot, slot, out=label[0, a:b].reshape(n), mode="clip")
             sky_rows = sky[0, a:b].reshape(n)
             np.equal(slot, 0, out=sky_rows)

@@ -219,3 +219,12 @@ def test_memory_beyond_the_outputs_is_bounded_at_4096():
         tracemalloc.stop()
     assert passes.width == 4096
     assert peak - outputs_bytes < 48 * 2**20, f"temporaries peaked at {(peak - outputs_bytes) / 2**20:.0f} MiB beyond the outputs"
+
+
+def test_render_many_is_render_per_pose(scene):
+    many = list(scene.render_many(POSES, 64))
+    assert [p.meta["image_id"] for p in many] == [p.image_id for p in POSES]
+    for pose, got in zip(POSES, many):
+        assert np.array_equal(got.depth_m, scene.render(pose, 64).depth_m)
+    reused = [p.label.copy() for p in scene.render_many(POSES, 64, reuse_arrays=True)]
+    assert all(np.array_equal(a, b.label) for a, b in zip(reused, many))
