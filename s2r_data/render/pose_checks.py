@@ -96,6 +96,14 @@ def check_same_reference(model: CityModel, reference_lonlat, *, poses_label: str
     )
 
 
+def _to_local_xy(frame, lonlat: np.ndarray) -> np.ndarray:
+    """(N, 2) lon/lat → (N, 2) x, y in ``frame`` (pyproj's point path for N = 1: no size-1 arrays)."""
+    if len(lonlat) == 1:
+        return np.array([frame.lonlat_to_local(float(lonlat[0, 0]), float(lonlat[0, 1]))], dtype=np.float64)
+    x, y = frame.lonlat_to_local(lonlat[:, 0], lonlat[:, 1])
+    return np.stack([np.asarray(x), np.asarray(y)], axis=1)
+
+
 def _implied_reference(lonlat: np.ndarray, centres_xy: np.ndarray, frame, offset_xy: np.ndarray) -> tuple[float, float]:
     """The reference point of the frame in which ``lonlat`` project to ``centres_xy`` (fixed-point
     iteration from the offset seen in ``frame``; a few steps even for frames 2000 km apart)."""
@@ -104,8 +112,7 @@ def _implied_reference(lonlat: np.ndarray, centres_xy: np.ndarray, frame, offset
     lon, lat = frame.local_to_lonlat(*np.median(offset_xy, axis=0))
     for _ in range(8):
         guess = LocalFrame(float(np.clip(lon, -180, 180)), float(np.clip(lat, -85, 85)))
-        x, y = guess.lonlat_to_local(lonlat[:, 0], lonlat[:, 1])
-        residual = np.median(np.stack([np.asarray(x), np.asarray(y)], axis=1) - centres_xy, axis=0)
+        residual = np.median(_to_local_xy(guess, lonlat) - centres_xy, axis=0)
         if np.hypot(*residual) < 0.01:
             break
         lon, lat = guess.local_to_lonlat(*residual)
@@ -125,9 +132,8 @@ def check_same_frame(model: CityModel, poses: Sequence[Pose], *, model_label: st
     from ..frames import LocalFrame
 
     frame = LocalFrame(float(ref[0]), float(ref[1]))
-    x, y = frame.lonlat_to_local(lonlat[usable, 0], lonlat[usable, 1])
     centres = np.stack([p.center_local_m[:2] for p, ok in zip(poses, usable) if ok])
-    offset = np.stack([np.asarray(x), np.asarray(y)], axis=1) - centres  # ≈ the poses' reference point in the model frame
+    offset = _to_local_xy(frame, lonlat[usable]) - centres  # ≈ the poses' reference point in the model frame
     error_m = float(np.median(np.linalg.norm(offset, axis=1)))
     if error_m <= tolerance_m:
         return

@@ -384,6 +384,7 @@ class RaycastScene:
         normal_by_slot[:, 1:] = n.T
         return normal_by_slot, self._colour_by_slot
 
+
 def _output_arrays(height: int, width: int, reuse: SimPasses | None, *, zero: bool) -> dict[str, np.ndarray]:
     """The five pass arrays for H × W: ``reuse``'s when they fit, else new ones; zeroed (sky) if ``zero``."""
     if reuse is not None and reuse.label.shape == (1, height, width):

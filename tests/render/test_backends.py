@@ -227,3 +227,13 @@ def test_cli_resolves_relative_paths_against_the_callers_directory(city_path, tm
     assert r.returncode == 0, r.stderr
     assert (caller / "renders" / "p0.npz").is_file()
     assert load_sim_passes(caller / "renders" / "p0.npz").meta["city_model"] == str(city_path)
+
+
+def test_a_single_pose_of_another_frame_is_refused_too(sample_model_path, sample_records, tmp_path):
+    import warnings
+
+    foreign = [pose_from_mapillary(sample_records[0], load_city("helsinki").frame)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no size-1 array conversions on the way
+        with pytest.raises(FrameMismatchError, match=r"\(2\.3651029, 48\.8208447\)"):
+            render_poses(sample_model_path, foreign, tmp_path / "out", RAY, progress=False)
