@@ -203,13 +203,14 @@ def harvest_tile_task(
 
 @task(name="render-and-write", task_run_name=_render_run_name, tags=["blender"])
 def render_and_write_task(
-    city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int
+    city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int,
+    renderer: str = "blender",
 ) -> dict[str, Any]:
     log = get_run_logger()
     label = _batch_label(samples)
-    log.info("batch %s: rendering %d panoramas (one Blender process, %d threads)", label, len(samples), threads)
+    log.info("batch %s: rendering %d panoramas (%s backend, %d threads)", label, len(samples), renderer, threads)
     rep = stages.render_and_write_batch(
-        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads
+        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads, backend=renderer
     )
     items = rep.get("items", [])
     log.info(
@@ -276,6 +277,7 @@ def build_dataset(
     graph_url: str | None = None,
     tiles_url: str | None = None,
     batch_size: int = 8,
+    renderer: str = "blender",
     network_retries: int = 3,
     harvest_overrides: dict[str, Any] | None = None,
     preview_count: int = 4,
@@ -308,6 +310,8 @@ def build_dataset(
         graph_url, tiles_url: Mapillary API bases; default Mapillary's, or, for a city whose registry
             entry names replay content (``sample``), a replay server this run starts on 127.0.0.1.
         batch_size: poses per render task (one Blender process renders a batch).
+        renderer: ``"blender"`` (Cycles, the reference) or ``"raycast"`` (Embree ray caster: the
+            same label passes, several times faster; one BVH per worker process).
         network_retries: task-level retries of a tile's harvest (exponential back-off).
         harvest_overrides: extra HarvestConfig fields (e.g. ``{"max_concurrency": 4}``).
         preview_count: pairs shown in the preview PNG.
@@ -337,6 +341,8 @@ def build_dataset(
     timings: dict[str, float] = {}
     t_flow = time.perf_counter()
     _validate(width, limit, batch_size, network_retries)
+    if renderer not in ("blender", "raycast"):
+        raise BadParameterError(f"renderer={renderer!r}: must be 'blender' (the reference) or 'raycast' (fast, labels only)")
     overrides = stages.check_harvest_overrides(
         harvest_overrides or {}, graph_rate_per_min=graph_rate_per_min, graph_burst=graph_burst,
         tiles_rate_per_min=tiles_rate_per_min, tiles_burst=tiles_burst,
@@ -407,6 +413,7 @@ def build_dataset(
         city=unmapped(city_cfg.name),
         width=unmapped(width_px),
         threads=unmapped(threads),
+        renderer=unmapped(renderer),
     )
     batch_reports = []
     for fut in as_completed(list(batch_futures)):

@@ -383,14 +383,16 @@ def render_and_write_batch(
     city: str,
     width: int,
     threads: int,
+    backend: str = "blender",
 ) -> dict[str, Any]:
-    """Render a batch in one Blender worker (existing render files are reused), then commit each
-    rendered sample to the store (ids already there are left alone). Returns per-image outcomes."""
+    """Render a batch with ``backend`` (one Blender worker, or the ray caster; render files with a
+    matching content key are reused), then commit each rendered sample to the store (ids already
+    there are left alone). Returns per-image outcomes."""
     from s2r_data.render import RenderSettings, load_sim_passes, render_poses
     from s2r_data.store.writer import DatasetWriter
 
     specs = [SampleSpec.from_dict(s) for s in samples]
-    settings = RenderSettings(width=width, threads=threads)
+    settings = RenderSettings(width=width, threads=threads, backend=backend)
     t0 = time.perf_counter()
     results = render_poses(city_model_path, [s.pose for s in specs], renders_dir, settings, progress=False)
     render_s = time.perf_counter() - t0
