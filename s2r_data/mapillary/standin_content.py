@@ -34,6 +34,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..cities import CityConfig, load_city
+from ..frames import LocalFrame
 from ..citymodel import CityModel, Mesh
 from ..photo_extras import save_photo_extras
 from ..poses import Pose, heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll
@@ -125,19 +126,20 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(c) for name, c in zip(_SEED_STREAMS, children)}
 
 
-def osm_building_solids(city: CityConfig, osm_model: CityModel):
+def osm_building_solids(city: CityConfig, osm_model: CityModel, frame: LocalFrame | None = None):
     """The building solids the OSM model's walls and roofs were extruded from (same builder
     settings, read from the model's ``meta['build_config']``)."""
     from ..osm.builder import city_building_solids, city_clip_polygons
     from ..osm.reader import read_osm
 
+    frame = frame or city.frame
     cfg = osm_model.meta.get("build_config", {})
     margin = float(cfg.get("margin_m", 200.0))
-    boundary_local, clip = city_clip_polygons(city, margin)
+    boundary_local, clip = city_clip_polygons(city, margin, frame)
     x0, y0, x1, y1 = clip.bounds
-    lon, lat = city.frame.local_to_lonlat(np.array([x0 - 100, x1 + 100, x0 - 100, x1 + 100]), np.array([y0 - 100, y0 - 100, y1 + 100, y1 + 100]))
+    lon, lat = frame.local_to_lonlat(np.array([x0 - 100, x1 + 100, x0 - 100, x1 + 100]), np.array([y0 - 100, y0 - 100, y1 + 100, y1 + 100]))
     features = read_osm(city.local_osm_path(), bbox_lonlat=(float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))))
-    solids, _ = city_building_solids(features, city, boundary_local, clip, float(cfg.get("level_height_m", 3.0)))
+    solids, _ = city_building_solids(features, city, boundary_local, clip, float(cfg.get("level_height_m", 3.0)), frame)
     return solids
 
 
@@ -173,22 +175,21 @@ def plan_realistic_content(config: RealisticConfig, *, work_dir: str | Path) -> 
     osm_model = CityModel.load(osm_model_path)
     rngs = _rngs(config.seed)
 
-    solids = osm_building_solids(city, osm_model)
+    solids = osm_building_solids(city, osm_model, frame)
     changes = draw_building_changes(solids, config.world, rngs["buildings"])
     true_solids, applied = apply_building_changes(solids, changes, min_building_height_m=config.world.min_building_height_m)
     true_fp = true_solids.footprint_union()
 
-    boundary_local, clip = city_clip_polygons(city, float(osm_model.meta.get("build_config", {}).get("margin_m", 200.0)))
-    ways_in_city = street_ways_local(city.local_osm_path(), frame, boundary_local)
-    routes = street_routes(ways_in_city, boundary_local, inset_m=config.capture.boundary_inset_m, min_length_m=config.capture.min_route_m)
+    boundary_local, clip = city_clip_polygons(city, float(osm_model.meta.get("build_config", {}).get("margin_m", 200.0)), frame)
+    ways_around = street_ways_local(city.local_osm_path(), frame, clip)  # occluders: also beyond the boundary
+    routes = street_routes(ways_around, boundary_local, inset_m=config.capture.boundary_inset_m, min_length_m=config.capture.min_route_m)
     sequences = plan_sequences(routes, true_fp, config.capture, rngs["capture"])
     cams = np.array([[im.x_m, im.y_m] for s in sequences for im in s.images])
-    ways_around = street_ways_local(city.local_osm_path(), frame, clip)
     occluders = place_occluders(ways_around, true_fp, cams, config.world, rngs["occluders"])
     true_model = true_city_model(osm_model, true_solids, occluders)
     extras = occluder_meshes(occluders)
 
-    records, true_poses, images_truth, seq_truth = _records_and_truth(sequences, config, city, rngs)
+    records, true_poses, images_truth, seq_truth = _records_and_truth(sequences, config, frame, rngs)
     truth = {
         "format": TRUTH_FORMAT,
         "generator_version": GENERATOR_VERSION,
@@ -208,9 +209,8 @@ def plan_realistic_content(config: RealisticConfig, *, work_dir: str | Path) -> 
 
 
 def _records_and_truth(
-    sequences: list[CaptureSequence], config: RealisticConfig, city: CityConfig, rngs: dict[str, np.random.Generator]
+    sequences: list[CaptureSequence], config: RealisticConfig, frame: LocalFrame, rngs: dict[str, np.random.Generator]
 ) -> tuple[list[dict[str, Any]], list[Pose], dict[str, Any], dict[str, Any]]:
-    frame = city.frame
     rec_rng = random.Random(int(rngs["records"].integers(0, 2**63)))  # panorama_record's stream
     gps_rng = rngs["records"]
     records: list[dict[str, Any]] = []
@@ -350,7 +350,7 @@ def build_true_world(content_dir: str | Path, out_dir: str | Path) -> Path:
             f"the {city.name!r} OSM city model changed since {content_dir} was generated (cache key "
             f"{str(osm_model.meta.get('cache_key'))[:12]}… vs {str(want)[:12]}…); regenerate the content"
         )
-    solids = osm_building_solids(city, osm_model)
+    solids = osm_building_solids(city, osm_model, city.frame)
     changes = {k: BuildingChange.from_dict(v) for k, v in truth.buildings.items()}
     cfg = truth.raw["config"]["world"]
     true_solids, _ = apply_building_changes(solids, changes, min_building_height_m=float(cfg["min_building_height_m"]))
