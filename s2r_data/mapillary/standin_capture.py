@@ -22,7 +22,7 @@ import shapely
 import shapely.ops
 from shapely.geometry import LineString, MultiLineString, Point
 
-from .standin_world import StreetWay
+from .standin_world import StreetWay, tangent_heading_deg
 
 __all__ = ["CaptureConfig", "CapturedImage", "CaptureSequence", "street_routes", "plan_sequences"]
 
@@ -137,12 +137,6 @@ def street_routes(
     return unique
 
 
-def _tangent_deg(line: LineString, s: float) -> float:
-    a = line.interpolate(max(0.0, s - 0.5))
-    b = line.interpolate(min(line.length, s + 0.5))
-    return math.degrees(math.atan2(b.x - a.x, b.y - a.y)) % 360.0
-
-
 def _pass(route: _Route, s_positions: np.ndarray, direction: int, lateral_m: float, platform: str, mount_m: float,
           spacing_m: float, config: CaptureConfig, keep_out: shapely.Geometry | None, rng: np.random.Generator) -> CaptureSequence:
     """Images at arc lengths ``s_positions`` (in travel order) ``lateral_m`` right of travel."""
@@ -152,7 +146,7 @@ def _pass(route: _Route, s_positions: np.ndarray, direction: int, lateral_m: flo
     s0 = float(s_positions[0]) if len(s_positions) else 0.0
     for s in s_positions:
         p = route.line.interpolate(float(s))
-        h_line = _tangent_deg(route.line, float(s))
+        h_line = tangent_heading_deg(route.line, float(s))
         heading = h_line if direction > 0 else (h_line + 180.0) % 360.0
         hr = math.radians(heading)
         x = p.x + lateral_m * math.cos(hr)  # right of travel = heading + 90°

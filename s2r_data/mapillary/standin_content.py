@@ -11,8 +11,8 @@ very OSM model the pipeline renders. Here instead:
 3. **reported poses** (:mod:`.standin_errors`): true + smooth drift per sequence + per-image noise
    + a few gross errors; some records without ``computed_rotation``;
 4. ``images.json`` (Graph records with the reported poses), ``truth.json``
-   (:mod:`.standin_truth`; never served) and ``images/<id>.jpg`` rendered by the photo mode from the
-   true world at the true poses.
+   (:mod:`.standin_truth`; never served), its picture ``truth_map.png`` (:mod:`.standin_map`) and
+   ``images/<id>.jpg`` rendered by the photo mode from the true world at the true poses.
 
 Deterministic for a seed (separate random streams for buildings, occluders, capture, errors and
 records); resumable per image (a killed run continues: same plan, missing photos only).
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..cities import CityConfig, load_city
 from ..frames import LocalFrame
 from ..citymodel import CityModel, Mesh
@@ -49,6 +49,7 @@ from .sample_content import (
 )
 from .standin_capture import CaptureConfig, CaptureSequence, plan_sequences, street_routes
 from .standin_errors import PoseErrorConfig, draw_sequence_errors
+from .standin_map import truth_map_png
 from .standin_truth import TRUTH_FORMAT, truth_path
 from .standin_world import (
     BuildingChange,
@@ -78,6 +79,7 @@ GENERATOR_VERSION = "s2r-standin-1"
 _BASE_CAPTURED_AT_MS = 1718445600000  # 2024-06-15T10:00:00Z
 _SEED_STREAMS = ("buildings", "occluders", "capture", "errors", "records")
 TRUE_MODEL_DIRNAME = "true_world"
+TRUTH_MAP_FILENAME = "truth_map.png"  # beside truth.json: the world from above, true vs reported
 
 
 class StandinContentError(RuntimeError):
@@ -316,6 +318,8 @@ def generate_realistic_content(
     # records and truth first: a killed render loses no plan, and the plan can be used at once
     write_content(out, plan.records)
     atomic_write_text(tpath, json.dumps(plan.truth, indent=1) + "\n")
+    osm_fp = CityModel.load(plan.osm_model_path).footprints()
+    atomic_write_bytes(out / TRUTH_MAP_FILENAME, truth_map_png(plan.truth, osm_fp, plan.true_model.footprints()))
     if photos == "placeholder":
         write_content(out, plan.records, {r["id"]: placeholder_jpeg(config.width, seed=i, quality=config.quality) for i, r in enumerate(plan.records)})
     elif photos == "render":

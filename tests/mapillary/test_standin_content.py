@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import requests
 import shapely
+from PIL import Image
 from shapely.geometry import Point
 
 from s2r_data.citymodel import CityModel
@@ -99,6 +100,8 @@ def test_true_world_differs_from_the_osm_model_as_configured(content, tmp_path):
     assert np.array_equal(rebuilt.meshes["wall"].vertices_local_m, plan.true_model.meshes["wall"].vertices_local_m)
     assert not np.array_equal(rebuilt.meshes["wall"].vertices_local_m, osm.meshes["wall"].vertices_local_m)
     assert np.array_equal(rebuilt.meshes["road"].triangles, osm.meshes["road"].triangles)
+    with Image.open(out / "truth_map.png") as im:  # the picture of it, beside the truth
+        assert im.format == "PNG" and min(im.size) > 300
     extras = load_photo_extras(path)
     assert {"tree_crown", "pole", "person"} <= set(extras)
     # the true cameras stand in the street: clear of the true buildings and of every occluder
@@ -131,7 +134,7 @@ def test_truth_is_never_served(content):
             far += np.hypot(t.error["dx_m"], t.error["dy_m"]) > 0.5
             assert set(served[image_id]) <= KNOWN_IMAGE_FIELDS
         assert far >= len(truth.images) // 2
-        for path in (f"/{TRUTH_FILENAME}", "/truth", "/images/truth.json", "/cdn/truth/2048.jpg", "/.work/city/city_model.npz"):
+        for path in (f"/{TRUTH_FILENAME}", "/truth", "/truth_map.png", "/images/truth.json", "/cdn/truth/2048.jpg", "/.work/city/city_model.npz"):
             resp = requests.get(srv.base_url + path, headers=auth, params={"fields": "id"})
             assert resp.status_code in (400, 403, 404) and "true_pose" not in resp.text, path
 
@@ -156,7 +159,7 @@ def test_rerun_resumes_the_same_plan_and_refuses_another(content, tmp_path, caps
     assert "--force" in capsys.readouterr().err
     # exact content over realistic content: no stale truth left behind
     generate_sample_content(out, count=4, photos="placeholder", width=64, work_dir=src.parent / "work")
-    assert not (out / TRUTH_FILENAME).exists()
+    assert not (out / TRUTH_FILENAME).exists() and not (out / "truth_map.png").exists()
     with pytest.raises(FileNotFoundError, match="not realistic stand-in content.*--mode realistic"):
         load_truth(out)
 
@@ -187,8 +190,6 @@ def test_tiny_realistic_generation_renders_and_resumes(tmp_path):
     truth = load_truth(out)
     photos = sorted((out / "images").glob("*.jpg"))
     assert sorted(p.stem for p in photos) == sorted(truth.images) and not (out / ".work").exists()
-    from PIL import Image
-
     with Image.open(photos[0]) as im:
         assert im.format == "JPEG" and im.size == (32, 16)
     # a killed run: one photo missing, the work dir kept; the rerun renders only that one
