@@ -23,6 +23,7 @@ Stand-in data generation only: no pipeline code imports this module or its ``sta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -339,12 +340,15 @@ def render_photos(
     textured, sky; the model's photo extras included), finished by :func:`finish_photo`.
 
     Resumable per image: photos already finished are kept, each new one is written atomically as
-    soon as it is rendered (raw renders wait in ``work_dir/photos``). Returns the ids that failed."""
+    soon as it is rendered (raw renders wait in ``work_dir/photos/<key>``, ``key`` a hash of the
+    model file name, poses and width, so a raw render is never reused for another pose). Returns
+    one line per failed image."""
     from ..render import RenderSettings, render_poses
 
     todo = [p for p in poses if not photo_ok(images_dir / f"{p.image_id}.jpg", width)]
     if not todo:
         return []
+    key = hashlib.sha256(json.dumps([str(model_path), width, [p.to_dict() for p in poses]]).encode()).hexdigest()[:16]
     failed: list[str] = []
 
     def finish(r) -> None:
@@ -355,7 +359,7 @@ def render_photos(
             failed.append(f"{r.image_id} ({r.status}: {r.reason})")
 
     settings = RenderSettings(mode="photo", width=width, jpeg_quality=95)
-    render_poses(model_path, todo, work_dir / "photos", settings, progress=progress, on_result=finish)
+    render_poses(model_path, todo, work_dir / "photos" / key, settings, progress=progress, on_result=finish)
     return failed
 
 

@@ -313,7 +313,6 @@ def generate_realistic_content(
                 )
             log.warning("replacing the stand-in content in %s (another plan)", out)
             remove_stale(out, set())
-            shutil.rmtree(work / "photos", ignore_errors=True)
     remove_stale(out, {r["id"] for r in plan.records})  # e.g. exact content before
     # records and truth first: a killed render loses no plan, and the plan can be used at once
     write_content(out, plan.records)
