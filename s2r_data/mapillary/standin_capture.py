@@ -169,6 +169,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
     if keep_out is not None:
         shapely.prepare(keep_out)
     centre = Point(*config.centre_xy_m)
+    min_images = min(3, config.images_per_sequence[0])  # fewer only where asked for
     order = sorted(range(len(routes)), key=lambda i: (routes[i].line.distance(centre), routes[i].key))
     taken: list[np.ndarray] = []  # xy of images already placed (other routes must not duplicate them)
     out: list[CaptureSequence] = []
@@ -189,7 +190,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
         if span > L:  # a short route: as many as fit
             keep = int(np.searchsorted(np.cumsum(steps), L, side="right"))
             steps, span = steps[:keep], float(steps[:keep].sum())
-        if len(steps) + 1 < 3:
+        if len(steps) + 1 < min_images:
             continue
         # the window nearest the centre, shifted a little
         s_mid = route.line.project(centre) + rng.normal(0.0, 10.0)
@@ -219,7 +220,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
                 dmin = np.sqrt(((xy[:, None, :] - prev[None, :, :]) ** 2).sum(-1)).min(1)
                 if np.mean(dmin < 3.0) > 0.5:
                     break  # another route already covers this stretch (overlapping ways)
-            if len(seq.images) < min(3, room()):
+            if len(seq.images) < min(min_images, room()):
                 continue  # too few left after the clearance check (the last sequence may be short)
             images = seq.images[: room()]
             seq = CaptureSequence(seq.route, seq.direction, seq.platform, seq.mount_height_m, seq.spacing_m, images,

@@ -76,6 +76,12 @@ def test_sequences_space_head_and_clear_as_configured():
     assert again == seqs
 
 
+def test_short_sequences_where_asked_for():
+    routes = street_routes(_grid_ways(), BOUNDARY)
+    seqs = plan_sequences(routes, _houses(), CaptureConfig(count=2, images_per_sequence=(2, 2)), np.random.default_rng(0))
+    assert [len(s.images) for s in seqs] == [2]
+
+
 def test_too_few_streets_is_a_clear_error():
     routes = street_routes([StreetWay("a", LineString([(0, 0), (60, 0)]), 7.0)], BOUNDARY)
     with pytest.raises(ValueError, match="hold only .* of the 500 requested panoramas.*--count"):
