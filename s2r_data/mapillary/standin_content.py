@@ -302,13 +302,14 @@ def generate_realistic_content(
     tpath = truth_path(out)
     if tpath.is_file():
         try:
-            old_key = json.loads(tpath.read_text()).get("plan_key")
+            old = json.loads(tpath.read_text())
         except (OSError, ValueError):
-            old_key = None
-        if old_key != key:
+            old = {}
+        # same key but another plan: the generator's code changed without a GENERATOR_VERSION bump
+        if old.get("plan_key") != key or json.dumps(old, sort_keys=True) != json.dumps(plan.truth, sort_keys=True):
             if not force:
                 raise StandinContentError(
-                    f"{out} holds stand-in content of another plan (seed, settings, generator version or OSM city model "
+                    f"{out} holds stand-in content of another plan (seed, settings, generator or OSM city model "
                     "differ); pass --force to replace it, or choose another --out"
                 )
             log.warning("replacing the stand-in content in %s (another plan)", out)

@@ -148,6 +148,11 @@ def test_rerun_resumes_the_same_plan_and_refuses_another(content, tmp_path, caps
     before = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.jpg")}
     generate_realistic_content(out, CONFIG, photos="none", work_dir=src.parent / "work", progress=False)  # same plan: kept
     assert {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.jpg")} == before
+    doc = json.loads((out / TRUTH_FILENAME).read_text())  # same plan key, another plan: a generator change
+    doc["images"][next(iter(doc["images"]))]["true_pose"]["center_local_m"][0] += 1.0
+    (out / TRUTH_FILENAME).write_text(json.dumps(doc))
+    with pytest.raises(StandinContentError, match="another plan"):
+        generate_realistic_content(out, CONFIG, photos="none", work_dir=src.parent / "work", progress=False)
     other = RealisticConfig(city="sample", seed=8, width=64, capture=CaptureConfig(count=12))
     with pytest.raises(StandinContentError, match="another plan.*--force"):
         generate_realistic_content(out, other, photos="none", work_dir=src.parent / "work", progress=False)
