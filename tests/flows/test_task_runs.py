@@ -37,6 +37,6 @@ def test_task_run_names_and_progress_lines(prefect_api, monkeypatch, caplog, tmp
     lines = [r.getMessage() for r in caplog.records if r.name == "prefect.task_runs"]
     assert "tile 14/8299/5639: harvesting from http://g" in lines
     assert any(x.startswith("tile 14/8299/5639: 5 new; images: 1 failed, 5 harvested (") for x in lines), lines
-    assert "batch 101..107 (3): rendering 3 panoramas (one Blender process, 1 threads)" in lines
+    assert "batch 101..107 (3): rendering 3 panoramas (blender backend, 1 threads)" in lines
     assert "batch 101..107 (3): render 3 ok; store 3 written (1.5 s render, 0.5 s write)" in lines
     assert "batch 205 (1): render 1 ok; store 1 written (1.5 s render, 0.5 s write)" in lines

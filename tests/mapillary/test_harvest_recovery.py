@@ -186,8 +186,14 @@ def test_killed_while_writing_a_tile_table_then_rerun_succeeds(small_content, se
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
     temps = [p for p in (out / TILES_DIR).iterdir() if is_temp_name(p.name)]
     assert temps and all(p.name.startswith(".14_") and p.name.endswith(".partial.parquet") for p in temps)
-    with pytest.raises(ValueError, match="unreadable"):
-        read_table(temps[0])  # cut in the middle of the write
+    cut = []  # the temp cut in the middle of its write (another tile's may be complete, not yet renamed)
+    for t in temps:
+        try:
+            read_table(t)
+        except ValueError as e:
+            assert "unreadable" in str(e)
+            cut.append(t)
+    assert cut, temps
     merge_harvest_tables(out)  # listings skip the temp (it used to fail with "unreadable ... delete it")
 
     report = harvest_city(city, out, fast_config(srv), TOKEN)
