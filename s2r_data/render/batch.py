@@ -25,7 +25,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ..poses import Pose, matrix_world_blender
 from .pose_checks import invalid_pose_reason, pose_flags
 from .settings import RenderSettings
 from .worker_process import WorkerDied, WorkerFatal, WorkerProcess, WorkerTimeout
+
+if TYPE_CHECKING:
+    from .handles import WorkerKeeper
 
 __all__ = [
     "RenderResult",
@@ -144,7 +147,8 @@ class _Batch:
 
     def __init__(self, model_path: Path, poses: Sequence[Pose], flags: list[dict[str, bool]], out_dir: Path,
                  settings: RenderSettings, results: list[RenderResult | None], fault: FaultInjection,
-                 python_executable: str | None, on_done: Callable[[RenderResult], None]):
+                 python_executable: str | None, on_done: Callable[[RenderResult], None],
+                 keeper: "WorkerKeeper | None" = None):
         self.model_path, self.poses, self.flags, self.out_dir = model_path, poses, flags, out_dir
         self.settings, self.results, self.fault = settings, results, fault
         self.python_executable = python_executable
@@ -157,6 +161,7 @@ class _Batch:
         self.worker: WorkerProcess | None = None
         self.n_workers_started = 0
         self.sent_to_worker = 0
+        self.keeper = keeper
 
     # -- results
     def _fail(self, i: int, reason: str) -> None:
@@ -178,6 +183,10 @@ class _Batch:
 
     # -- worker
     def _start_worker(self) -> None:
+        kept = self.keeper.take() if self.keeper is not None else None
+        if kept is not None:  # the live worker of an earlier batch (scene built, kernels loaded)
+            (self.worker, self.sent_to_worker), self.ready = kept, kept[0].ready
+            return
         attempts = 0
         while True:
             self.n_workers_started += 1
@@ -293,6 +302,9 @@ class _Batch:
                         self._fail(i, f"aborted after {consecutive_failures} consecutive failures (last: {self.results[todo[k - 1]].reason})")  # type: ignore[union-attr]
                     break
             self._collect_pending()
+            if self.keeper is not None and self.worker is not None:
+                self.keeper.keep(self.worker, self.sent_to_worker)  # alive for the next batch
+                self.worker = None
             self._drop_worker(graceful=True)
         finally:
             if self.pending is not None:
@@ -312,6 +324,8 @@ def render_poses(
     fault_injection: FaultInjection | None = None,
     python_executable: str | None = None,
     on_result: Callable[[RenderResult], None] | None = None,
+    model: CityModel | None = None,
+    worker_keeper: "WorkerKeeper | None" = None,
 ) -> list[RenderResult]:
     """Render ``poses`` of the city model into ``out_dir``; one :class:`RenderResult` per pose, in order.
 
@@ -322,9 +336,13 @@ def render_poses(
     ``python_executable`` overrides the interpreter of the worker (default: this one).
     ``on_result`` is called with each pose's final result as soon as it is known (files written),
     in completion order (skipped and invalid poses first).
+    ``model``: the city model already loaded from ``city_model_path``; ``worker_keeper``: where the
+    Blender worker is taken from and left alive at the end (:class:`s2r_data.render.handles.WorkerKeeper`,
+    one per worker-local render handle), instead of a worker started and stopped per call.
     """
     model_path = Path(city_model_path)
-    model = CityModel.load(model_path)  # CityModelError names the file and the fix
+    if model is None:
+        model = CityModel.load(model_path)  # CityModelError names the file and the fix
     out_dir = Path(out_dir)
     poses = list(poses)
     ids = [p.image_id for p in poses]
@@ -365,7 +383,7 @@ def render_poses(
                     on_result(r)
 
             _Batch(model_path, poses, flags, out_dir, settings, results, fault_injection or FaultInjection(),
-                   python_executable, on_done=done).run(todo)
+                   python_executable, on_done=done, keeper=worker_keeper).run(todo)
     missing = [poses[i].image_id for i, r in enumerate(results) if r is None]
     if missing:  # defensive: every pose gets a result
         raise RenderError(f"internal error: no result for {missing[:5]}")
