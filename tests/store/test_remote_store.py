@@ -130,3 +130,24 @@ def test_leases_exclude_other_owners_and_let_the_same_owner_take_over(url):
             with pytest.raises(SampleBusyError, match="image z: another writer holds its lease"):
                 _write(w, "z", 3)
             assert not w.has("z")
+
+
+def test_shard_cache_reads_the_same_and_downloads_each_shard_once(url, tmp_path, monkeypatch):
+    write_synthetic_dataset(url, 2, height=H, chunk_px=16)
+    cache = tmp_path / "cache"
+    plain = open_dataset(url)
+    cached = open_dataset(url, cache_dir=cache)
+    box = (3, 29, 5, 40)
+    for i in range(2):
+        for array in ("sim", "real", "label"):
+            want = plain.read_box(i, array, 0, [0, 1], [0, 1, 2], box)
+            np.testing.assert_array_equal(cached.read_box(i, array, 0, [0, 1], [0, 1, 2], box), want)
+    assert len(list(cache.glob("*.shard"))) == 6  # one download per sample and array
+    expected = plain.read_box(1, "real", 0, [0, 1], [0, 1, 2], box)
+    fs = location(url).fs
+    calls = []
+    monkeypatch.setattr(type(fs), "cat_file", lambda self, *a, **kw: calls.append(a) or b"")
+    monkeypatch.setenv("S2R_SHARD_CACHE_DIR", str(cache))
+    again = open_dataset(url)  # another reader (another process would be the same) finds the copies
+    np.testing.assert_array_equal(again.read_box(1, "real", 0, [0, 1], [0, 1, 2], box), expected)
+    assert calls == []
