@@ -575,6 +575,7 @@ def summarize(
         "failures": dict(sorted(failures.items())),
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
         "render_s_per_batch": [round(float(b.get("render_s", 0.0)), 2) for b in batch_reports],
+        "write_s_per_batch": [round(float(b.get("write_s", 0.0)), 2) for b in batch_reports],
     }
 
 
