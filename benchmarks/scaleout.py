@@ -13,7 +13,8 @@ of that harvest and city model, with no renders and a new store, and runs the re
   cores / workers), local disk;
 * ``threads_s3``, ``dask_2_s3`` — the same, store at ``s3://…`` on the local S3 server.
 
-Panoramas per minute are taken over the render+write stage (dispatch of the first batch to the
+Each configuration starts its own Blender workers (idle render handles of the flow process are
+closed in between). Panoramas per minute are taken over the render+write stage (dispatch of the first batch to the
 last batch done, from the flow's own timings); the whole flow (cluster start, harvest check,
 compaction, splits, verify) is reported beside it. Where the time goes: per configuration the
 summed render and write time of all batches, the stage's wall time and the rest of the flow.
@@ -113,13 +114,6 @@ def _crops_per_s(url: str, seconds: float, cache_dir: str | None) -> dict:
     return {"crops": n, "seconds": round(el, 2), "crops_per_s": round(n / el, 2)}
 
 
-def _load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="6 panoramas at 128 px, short loader runs")
@@ -138,7 +132,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="s2r-scaleout-"))
     _prefect_env(work / "prefect")
-    load_before = _load_average()
+    load_before = os.getloadavg()
     from prefect.testing.utilities import prefect_test_harness
 
     from s2r_data.store.local_s3 import local_s3_server
@@ -150,7 +144,10 @@ def main(argv=None) -> int:
             seed = work / "seed"
             print(f"seed: harvesting the sample city and building its model ({n} panoramas, {width} px) …", flush=True)
             _build(seed, None, n=n, width=width, batch=batch, task_runner="threads", dask_workers=None)
+            from s2r_data.render.handles import close_all
+
             for name, runner, workers, on_s3 in CONFIGS:
+                close_all()  # every configuration starts its Blender workers (the thread runner would reuse the seed's)
                 out = work / name
                 _seed_copy(seed, out)
                 url = s3.url(f"{name}/dataset.zarr") if on_s3 else None
@@ -162,6 +159,7 @@ def main(argv=None) -> int:
             s3_url = s3.url("loader/dataset.zarr")
             for u in (local_url, s3_url):
                 write_synthetic_dataset(u, 8, height=lh)
+            _crops_per_s(local_url, 0.0, None)  # warm-up: numba compiles the crop kernel once
             loader = {
                 "local": _crops_per_s(local_url, seconds, None),
                 "s3": _crops_per_s(s3_url, seconds, None),
@@ -194,7 +192,7 @@ def main(argv=None) -> int:
         "settings": {"panos": n, "width": width, "batch_size": batch, "loader_height": lh, "loader_seconds": seconds,
                      "quick": bool(args.quick)},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": load_before, "load_average_after": _load_average()},
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
     }
     print(f"\n{'config':<12} {'panos/min':>10} {'stage s':>8} {'render Σs':>10} {'write Σs':>9} {'flow s':>7} {'wall s':>7}")
     for name, r in results.items():

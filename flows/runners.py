@@ -84,6 +84,9 @@ def _build_dask_runner(choice: TaskRunnerChoice) -> Any:
         ) from e
     if choice.kind == "dask-address":
         return DaskTaskRunner(address=choice.address)
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the local scheduler lives in this process
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={

@@ -15,9 +15,9 @@ same city in this process gets the same loaded model and the same live Blender w
   handle each. At most :data:`MAX_IDLE_HANDLES` idle handles stay alive per process (least
   recently used closed first).
 * :func:`close_all` stops every idle handle's process. It runs at interpreter exit (``atexit``)
-  and at multiprocessing-child exit (Dask's worker processes), and Dask's worker plugin
-  (:mod:`flows.runners`) calls it when a worker closes. A worker process killed outright takes its
-  Blender children with it: they exit when their stdin (a pipe from this process) closes.
+  and at multiprocessing-child exit (Dask's worker processes). A worker process killed outright
+  takes its Blender children with it: they exit when their stdin (a pipe from this process)
+  closes.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RenderHandle(Protocol):
     def render(self, poses: Sequence[Pose], out_dir: str | os.PathLike, *, on_result: Callable | None = None) -> list:
         ...
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         ...
 
 
@@ -83,10 +83,17 @@ class WorkerKeeper:
     def pid(self) -> int | None:
         return self._kept[0].pid if self._kept is not None else None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._kept is not None:
             worker, self._kept = self._kept[0], None
-            worker.stop()
+            if wait:
+                worker.stop()
+            else:  # at process exit: ask it to quit (stdin closed too) and let it finish on its own
+                worker.send({"cmd": "quit"})
+                try:
+                    worker.proc.stdin.close()
+                except OSError:
+                    pass
 
 
 class BlenderHandle:
@@ -106,8 +113,8 @@ class BlenderHandle:
         return render_poses(self.model_path, poses, out_dir, self.settings, progress=False, on_result=on_result,
                             model=self.model, worker_keeper=self.keeper)
 
-    def close(self) -> None:
-        self.keeper.close()
+    def close(self, wait: bool = True) -> None:
+        self.keeper.close(wait)
 
 
 HANDLE_TYPES: dict[str, Callable[[Path, RenderSettings], RenderHandle]] = {"blender": BlenderHandle}
@@ -164,9 +171,9 @@ def render_handle(model_path: str | os.PathLike, settings: RenderSettings) -> It
             _close(handle)  # its process may be in any state after an error
 
 
-def _close(handle: RenderHandle) -> None:
+def _close(handle: RenderHandle, wait: bool = True) -> None:
     try:
-        handle.close()
+        handle.close(wait)
     except Exception as e:  # noqa: BLE001 - closing must not hide the caller's error
         log.warning("closing a render handle failed: %s", e)
     with _lock:
@@ -187,13 +194,14 @@ def _put_back(key: tuple, handle: RenderHandle) -> None:
         _close(h)
 
 
-def close_all() -> int:
-    """Close every idle handle of this process (stops their Blender workers); returns how many."""
+def close_all(wait: bool = True) -> int:
+    """Close every idle handle of this process (stops their Blender workers; ``wait=False``: only
+    tells them to quit, as at process exit, so a Dask worker exits at once); returns how many."""
     with _lock:
         handles = [h for v in _idle.values() for h in v]
         _idle.clear()
     for h in handles:
-        _close(h)
+        _close(h, wait)
     return len(handles)
 
 
@@ -203,10 +211,10 @@ def handle_stats() -> dict[str, int]:
         return {**_stats, "idle": sum(len(v) for v in _idle.values())}
 
 
-atexit.register(close_all)
+atexit.register(close_all, wait=False)
 try:  # multiprocessing children (Dask's spawned workers) exit through multiprocessing's finalizers
     from multiprocessing import util as _mp_util
 
-    _mp_util.Finalize(None, close_all, exitpriority=10)
+    _mp_util.Finalize(None, close_all, kwargs={"wait": False}, exitpriority=10)
 except Exception:  # pragma: no cover - multiprocessing is always there on CPython
     pass

@@ -109,6 +109,7 @@ class SlotManifest:
     n_segments: int = 0
     end: int = 0  # the next unallocated slot
     _legacy_checked: bool = False
+    _loaded: bool = False
 
     # -- reading -----------------------------------------------------------------------------
     def _absorb(self, n: int, seg: dict) -> None:
@@ -138,19 +139,24 @@ class SlotManifest:
         return {paths[fs._strip_protocol(p)]: d for p, d in got.items() if fs._strip_protocol(p) in paths}
 
     def refresh(self) -> "SlotManifest":
-        """Read the segments created since the last refresh."""
-        listed = sorted(int(m.group(1)) for name in self.loc.list_dir(SLOTS_DIR) if (m := _SEGMENT_RE.match(name)))
-        new = [n for n in listed if n >= self.n_segments]
-        data = self._read_segments(new)
-        for n in new:
-            if n != self.n_segments or n not in data:
-                raise SlotManifestError(
-                    f"{self.loc.url}/{SLOTS_DIR}: segment {self.n_segments:08d} is missing but later ones exist; "
-                    "the store's slot manifest is damaged"
-                )
-            self._absorb(n, json.loads(data[n]))
-        if self.n_segments == 0 and not self._legacy_checked:
-            self._import_legacy()
+        """Read the segments created since the last refresh: the first time all of them (one
+        listing, then concurrent reads), later by probing the next numbers until one is absent
+        (no listing: a writer allocating image by image stays O(1) per image)."""
+        if not self._loaded:
+            listed = sorted(int(m.group(1)) for name in self.loc.list_dir(SLOTS_DIR) if (m := _SEGMENT_RE.match(name)))
+            data = self._read_segments(listed)
+            for n in listed:
+                if n != self.n_segments or n not in data:
+                    raise SlotManifestError(
+                        f"{self.loc.url}/{SLOTS_DIR}: segment {self.n_segments:08d} is missing but later ones exist; "
+                        "the store's slot manifest is damaged"
+                    )
+                self._absorb(n, json.loads(data[n]))
+            self._loaded = True
+            if self.n_segments == 0 and not self._legacy_checked:
+                self._import_legacy()
+        while (raw := self.loc.read_bytes(_segment_rel(self.n_segments))) is not None:
+            self._absorb(self.n_segments, json.loads(raw))
         return self
 
     def _import_legacy(self) -> None:
@@ -195,8 +201,9 @@ class SlotManifest:
         """The slot of every id, allocating the missing ones in one new segment (in the given
         order, duplicates dropped). Safe against any number of concurrent allocators."""
         wanted = [str(i) for i in dict.fromkeys(image_ids)]
-        self.refresh()
-        missing = [i for i in wanted if i not in self.slots]
+        if not self._loaded:
+            self.refresh()
+        missing = [i for i in wanted if i not in self.slots]  # else _append finds them on conflict
         if missing:
             self._append(list(missing), owner=owner)
         return {i: self.slots[i] for i in wanted}

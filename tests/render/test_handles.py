@@ -4,31 +4,15 @@ stops the workers; a failing batch does not leave its worker in the cache."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
-from s2r_data.poses import Pose, level_rotation_from_heading
 from s2r_data.render import RenderSettings
 from s2r_data.render import handles
 
-from .scene_kit import Box, box_city
-
-W = 64
-BUILDING = Box("wall", (5.0, -5.0, 0.0), (9.0, 5.0, 10.0))
-
-
-def _poses(prefix: str, n: int) -> list[Pose]:
-    return [Pose(f"{prefix}{i}", [0.0, 0.0, 2.5], level_rotation_from_heading(41.0 * i)) for i in range(n)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from .scene_kit import box_city
+from .test_batch import BUILDING, W, _alive, _poses
 
 
 @pytest.fixture()
@@ -48,10 +32,10 @@ def test_batches_reuse_the_model_and_the_blender_worker(tmp_path, fresh_cache):
     settings = RenderSettings(width=W, threads=1, timeout_s=120)
     before = handles.handle_stats()
     with handles.render_handle(model_path, settings) as h1:
-        first = h1.render(_poses("a", 2), tmp_path / "out")
+        first = h1.render(_poses(2, "a"), tmp_path / "out")
         model = h1.model
     with handles.render_handle(copy, settings) as h2:
-        second = h2.render(_poses("b", 2), tmp_path / "out")
+        second = h2.render(_poses(2, "b"), tmp_path / "out")
         assert h2 is h1 and h2.model is model  # loaded once
     assert [r.status for r in first + second] == ["ok"] * 4
     pids = {r.worker_pid for r in first + second}
@@ -76,7 +60,7 @@ def test_a_failing_batch_closes_its_handle(tmp_path, fresh_cache, monkeypatch):
         def render(self, poses, out_dir, *, on_result=None):
             raise RuntimeError("boom")
 
-        def close(self):
+        def close(self, wait=True):
             closed.append(self)
 
     monkeypatch.setitem(handles.HANDLE_TYPES, "blender", Fake)

@@ -5,7 +5,6 @@ by compare-and-swap never shrinks."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest
@@ -16,6 +15,8 @@ from s2r_data.store import StoreSpec
 from s2r_data.store.slots import SlotManifest, SlotManifestError, ensure_capacity, read_slot_manifest
 from s2r_data.store.urls import location
 from s2r_data.store.writer import allocate_slots
+
+from .test_conditional import _race
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +35,7 @@ def url(request, tmp_path):
 
 
 def _in_threads(fns) -> list:
-    out: list = [None] * len(fns)
-    barrier = threading.Barrier(len(fns))
-
-    def run(i):
-        barrier.wait()
-        out[i] = fns[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+    return _race(len(fns), lambda i: fns[i]())
 
 
 def test_concurrent_allocators_agree(url):
