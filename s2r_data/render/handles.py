@@ -9,8 +9,10 @@ same city in this process gets the same loaded model and the same live Blender w
 
 * :class:`RenderHandle` is what a backend provides: ``render(poses, out_dir) -> [RenderResult]``
   and ``close()``. :class:`BlenderHandle` keeps today's Blender path (``render_poses``) with one
-  live worker (:class:`WorkerKeeper`). Another backend (the Embree ray caster: a BVH per process)
-  registers its handle class in :data:`HANDLE_TYPES` under ``RenderSettings.backend``'s name.
+  live worker (:class:`WorkerKeeper`); it is also the handle of any backend without its own (the
+  loaded model is still reused). A backend with per-process state to keep (the Embree ray caster:
+  its BVH) registers its handle class in :data:`HANDLE_TYPES` under ``RenderSettings.backend``'s
+  name.
 * One handle serves one batch at a time; concurrent batches in one process (threads) get one
   handle each. At most :data:`MAX_IDLE_HANDLES` idle handles stay alive per process (least
   recently used closed first).
@@ -159,7 +161,7 @@ def render_handle(model_path: str | os.PathLike, settings: RenderSettings) -> It
             del _idle[key]
         _stats["reused" if handle is not None else "created"] += 1
     if handle is None:
-        handle = HANDLE_TYPES[key[0]](Path(model_path), settings)
+        handle = HANDLE_TYPES.get(key[0], BlenderHandle)(Path(model_path), settings)
     ok = False
     try:
         yield handle
