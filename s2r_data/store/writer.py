@@ -80,8 +80,9 @@ def allocate_slots(url: str | os.PathLike, image_ids: list[str], *, spec: StoreS
 
 
 def compact(url: str | os.PathLike) -> int:
-    """Merge index fragments into ``index.parquet`` under the store lock, so that it alone lists
-    every committed sample, and record that count in the group attributes; returns it."""
+    """Merge index fragments into ``index.parquet`` (compare-and-swap; local stores also under the
+    store lock), so that it alone lists every committed sample, and record that count in the group
+    attributes; returns it."""
     return _compact(location(url))
 
 
@@ -110,7 +111,7 @@ class DatasetWriter:
     ``height``/``width``: full-resolution panorama size (2:1); ``city``: stored in the attributes
     and every index row; ``pyramid_levels``: extra half-resolution levels stored per sample;
     ``chunk_px``: inner chunk side (the read unit of crops); ``initial_capacity``: first
-    sample-axis size (grown geometrically under the store lock); ``verify_writes``: read every
+    sample-axis size (grown geometrically by compare-and-swap); ``verify_writes``: read every
     sample back after writing and commit it only if it equals what was written (the write-time
     verification that lets ``build-dataset`` skip re-reading old samples); ``owner``: who holds
     this writer's leases on object stores (the flow run's id, so that a batch re-run after its
