@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -462,7 +461,7 @@ def render_and_write_batch(
                         item["store"] = "failed"
                         item["reason"] = f"{type(e).__name__}: {e}"
             items.append(item)
-    return {"items": items, "render_s": render_s, "write_s": time.perf_counter() - t0, "pid": os.getpid()}
+    return {"items": items, "render_s": render_s, "write_s": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------------------------------------
