@@ -153,3 +153,23 @@ def test_shard_cache_reads_the_same_and_downloads_each_shard_once(url, tmp_path,
     again = open_dataset(url)  # another reader (another process would be the same) finds the copies
     np.testing.assert_array_equal(again.read_box(1, "real", 0, [0, 1], [0, 1, 2], box), expected)
     assert calls == []
+
+
+def test_concurrent_compactions_and_split_assignment_lose_no_row(url):
+    """Compactions and a split assignment at once (two flow runs finishing together): each
+    rewrite of index.parquet is a compare-and-swap, so none undoes another's merge."""
+    import pyarrow.parquet as pq
+
+    from s2r_train.splits import assign_splits
+
+    from .test_conditional import _race
+
+    ids = write_synthetic_dataset(url, 6, height=H, n_sequences=3)
+    jobs = [lambda: compact(url), lambda: compact(url), lambda: assign_splits(url, [0.5, 0.5, 0], seed=0)]
+    _race(len(jobs), lambda i: jobs[i]())
+    loc = location(url)
+    with loc.fs.open(loc.path("index.parquet"), "rb") as f:
+        rows = pq.read_table(f).column("image_id").to_pylist()
+    assert sorted(rows) == sorted(ids)
+    assert not [n for n in loc.list_dir("index.d") if n.endswith(".parquet")]
+    assert verify(url).ok
