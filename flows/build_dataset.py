@@ -442,6 +442,7 @@ def build_dataset(
         done = sum(len(r["items"]) for r in batch_reports)
         log.info("render+write: %d / %d panoramas (%d batches of %d)", done, len(specs), len(batches), batch_size)
     timings["render_and_write"] = time.perf_counter() - t0
+    stages.close_idle_render_workers()  # this process's Blender workers (thread runner): not needed past this run
 
     t0 = time.perf_counter()
     if not stages.ids_in_store(layout.store_url):

@@ -55,6 +55,7 @@ __all__ = [
     "store_spec",
     "allocate_store_slots",
     "render_and_write_batch",
+    "close_idle_render_workers",
     "finalize_store",
     "preview_pairs",
     "summarize",
@@ -462,6 +463,14 @@ def render_and_write_batch(
                         item["reason"] = f"{type(e).__name__}: {e}"
             items.append(item)
     return {"items": items, "render_s": render_s, "write_s": time.perf_counter() - t0}
+
+
+def close_idle_render_workers() -> int:
+    """Stop the idle render handles (live Blender workers) of this process; returns how many. Dask
+    workers keep theirs for the next batches and runs, and stop them when they exit."""
+    from s2r_data.render.handles import close_all
+
+    return close_all()
 
 
 # ---------------------------------------------------------------------------------------------
