@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
