@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "s2r needs Python 3.11 ($(PYTHON) not found; set PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[render,train,test]"
+	$(PY) -m pip install --quiet -e ".[render,train,test,scaleout]"
 	$(PY) -m pip install --quiet "pyarrow==25.0.1"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 

@@ -16,9 +16,13 @@ sample ids already committed to the store); Prefect's cache is only a second, ch
 harvested tiles. A rerun after a crash redoes nothing that finished and writes no duplicates.
 
 Concurrency: tasks run on a bounded ``ThreadPoolTaskRunner`` (``$S2R_TASK_WORKERS``, default 2;
-Blender children release the GIL, so threads suffice). Harvest tasks carry the tag
-``mapillary-api`` and render tasks ``blender``: ``prefect concurrency-limit create mapillary-api 2``
-caps API use across all runs of a server. Several machines: docs/deployments.md.
+Blender children release the GIL, so threads suffice), or on Dask worker processes
+(``task_runner="dask"`` or a scheduler address: :mod:`flows.runners`). Before dispatching render
+batches the flow allocates every new sample's slot in the store (deterministic, lock-free:
+:mod:`s2r_data.store.slots`), so the store may be any fsspec URL (``s3://…``) written by many
+workers at once. Harvest tasks carry the tag ``mapillary-api`` and render tasks ``blender``:
+``prefect concurrency-limit create mapillary-api 2`` caps API use across all runs of a server.
+Several machines: docs/deployments.md.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from s2r_data.mapillary.config import DEFAULT_GRAPH_URL, DEFAULT_TILES_URL
 from s2r_data.store.urls import location
 from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 
-from . import stages
+from . import runners, stages
 from .mapillary_token import MissingTokenError
+from .storage_credentials import use_storage_block
 from .report import city_model_report, report_markdown, write_preview_png, write_report_files
 
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
@@ -205,12 +210,16 @@ def harvest_tile_task(
 def render_and_write_task(
     city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int,
     renderer: str = "blender",
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     log = get_run_logger()
     label = _batch_label(samples)
+    threads = runners.render_threads_here(threads)
+    use_storage_block(store_url, storage_block)
     log.info("batch %s: rendering %d panoramas (%s backend, %d threads)", label, len(samples), renderer, threads)
     rep = stages.render_and_write_batch(
-        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads, backend=renderer
+        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads,
+        backend=renderer, owner=runners.flow_run_owner(),
     )
     items = rep.get("items", [])
     log.info(
@@ -296,6 +305,9 @@ def build_dataset(
     tiles_rate_per_min: float | None = None,
     tiles_burst: int | None = None,
     train_dataset_url: str | None = None,
+    task_runner: str = "threads",
+    dask_workers: int | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Build (or extend) the dataset of one city.
 
@@ -333,16 +345,29 @@ def build_dataset(
         train_dataset_url: the store as the training worker sees it; default: the store's path
             relative to this run's project directory (each worker resolves it in its own
             ``$S2R_PROJECT_DIR``), a remote URL unchanged (:func:`dataset_location_for_training`).
+        task_runner: ``"threads"`` (default), ``"dask"`` (a local Dask cluster of ``dask_workers``
+            processes, default one per core) or a Dask scheduler address ``"tcp://host:8786"``;
+            harvest tiles and render batches then run on the Dask workers (:mod:`flows.runners`).
+        dask_workers: worker processes of the local Dask cluster (``task_runner="dask"`` only).
+        storage_block: name of a Prefect Secret block holding the fsspec storage options (keys,
+            endpoint) of a remote ``store_url``; default: the workers' environment
+            (:mod:`flows.storage_credentials`).
 
     The Mapillary token is read inside the harvest task from ``$MAPILLARY_TOKEN`` or the Secret
     block ``mapillary-token``; it is never a parameter.
     """
+    runner = runners.task_runner_to_delegate(task_runner, dask_workers)  # bad values fail here, by name
+    if runner is not None:  # Prefect fixes a flow's runner at decoration: run this flow on that runner
+        get_run_logger().info("task_runner=%s: running the build on %s", task_runner,
+                              runners.parse_task_runner(task_runner, dask_workers).describe())
+        return build_dataset.with_options(task_runner=runner)(**runners.current_parameters())
     log = get_run_logger()
     timings: dict[str, float] = {}
     t_flow = time.perf_counter()
     _validate(width, limit, batch_size, network_retries)
     if renderer not in ("blender", "raycast"):
         raise BadParameterError(f"renderer={renderer!r}: must be 'blender' (the reference) or 'raycast' (fast, labels only)")
+    use_storage_block(store_url or "", storage_block)
     overrides = stages.check_harvest_overrides(
         harvest_overrides or {}, graph_rate_per_min=graph_rate_per_min, graph_burst=graph_burst,
         tiles_rate_per_min=tiles_rate_per_min, tiles_burst=tiles_burst,
@@ -400,6 +425,7 @@ def build_dataset(
         len(poses), sum(pose_failures.values()), len(poses) - len(todo), len(todo),
     )
     specs = stages.sample_specs(todo, layout.harvest_dir, harvest.table_path)
+    specs = stages.allocate_store_slots(layout.store_url, specs, city=city_cfg.name, width=width_px, owner=runners.flow_run_owner())
     batches = _batches([s.to_dict() for s in specs], batch_size)
     n_parallel = max(1, min(TASK_WORKERS, len(batches)))
     threads = max(1, (os.cpu_count() or 1) // n_parallel)  # Blender threads per concurrent batch
@@ -414,6 +440,7 @@ def build_dataset(
         width=unmapped(width_px),
         threads=unmapped(threads),
         renderer=unmapped(renderer),
+        storage_block=unmapped(storage_block),
     )
     batch_reports = []
     for fut in as_completed(list(batch_futures)):
@@ -422,9 +449,10 @@ def build_dataset(
         done = sum(len(r["items"]) for r in batch_reports)
         log.info("render+write: %d / %d panoramas (%d batches of %d)", done, len(specs), len(batches), batch_size)
     timings["render_and_write"] = time.perf_counter() - t0
+    stages.close_idle_render_workers()  # this process's Blender workers (thread runner): not needed past this run
 
     t0 = time.perf_counter()
-    if not stages.store_exists(layout.store_url):
+    if not stages.ids_in_store(layout.store_url):
         raise RuntimeError(
             f"nothing was written to {layout.store_url}: all {len(poses)} renders failed "
             f"({stages.count_reasons(batch_reports)}); see the render-and-write task logs"

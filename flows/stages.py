@@ -52,7 +52,10 @@ __all__ = [
     "load_photo",
     "store_exists",
     "ids_in_store",
+    "store_spec",
+    "allocate_store_slots",
     "render_and_write_batch",
+    "close_idle_render_workers",
     "finalize_store",
     "preview_pairs",
     "summarize",
@@ -324,14 +327,16 @@ class SampleSpec:
     tile: str | None = None
     captured_at_ms: int | None = None
     sequence_id: str | None = None
+    zarr_index: int | None = None  # the slot the flow allocated before dispatching (allocate_store_slots)
 
     def to_dict(self) -> dict[str, Any]:
         return {"pose": self.pose.to_dict(), "photo_path": self.photo_path, "tile": self.tile,
-                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id}
+                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id, "zarr_index": self.zarr_index}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SampleSpec":
-        return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"))
+        return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"),
+                   d.get("zarr_index"))
 
 
 def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> list[SampleSpec]:
@@ -374,6 +379,28 @@ def ids_in_store(store_url: str) -> set[str]:
     return {str(x) for x in read_index(location(store_url)).column("image_id").to_pylist()}
 
 
+def store_spec(city: str, width: int):
+    """The store's settings as the flow's writers create it (:class:`s2r_data.store.StoreSpec`)."""
+    from s2r_data.store import StoreSpec
+
+    return StoreSpec(width // 2, width, city)
+
+
+def allocate_store_slots(store_url: str, specs: Sequence[SampleSpec], *, city: str, width: int, owner: str) -> list[SampleSpec]:
+    """The coordinator's step before dispatching writers: create the store if needed, allocate
+    the slots of these samples in the store's slot manifest (one segment, in the specs' order:
+    deterministic, and consistent with any other flow run doing the same at once) and size the
+    arrays for them. Returns the specs with their ``zarr_index``."""
+    import dataclasses
+
+    from s2r_data.store.writer import allocate_slots
+
+    if not specs:
+        return []
+    slots = allocate_slots(store_url, [s.pose.image_id for s in specs], spec=store_spec(city, width), owner=owner)
+    return [dataclasses.replace(s, zarr_index=slots[s.pose.image_id]) for s in specs]
+
+
 def render_and_write_batch(
     city_model_path: Path,
     samples: Sequence[Mapping[str, Any]],
@@ -384,21 +411,26 @@ def render_and_write_batch(
     width: int,
     threads: int,
     backend: str = "blender",
+    owner: str | None = None,
 ) -> dict[str, Any]:
-    """Render a batch with ``backend`` (one Blender worker, or the ray caster; render files with a
-    matching content key are reused), then commit each rendered sample to the store (ids already
-    there are left alone). Returns per-image outcomes."""
-    from s2r_data.render import RenderSettings, load_sim_passes, render_poses
-    from s2r_data.store.writer import DatasetWriter
+    """Render a batch with ``backend`` through this process's render handle for the city model
+    (the model and its Blender worker or ray-cast BVH stay loaded for the next batch:
+    :mod:`s2r_data.render.handles`; render files with a matching content key are reused), then
+    commit each rendered sample to the store into the slot the flow allocated (ids already there
+    are left alone). ``owner``: who holds the write leases (the flow run). Returns per-image outcomes."""
+    from s2r_data.render import RenderSettings, load_sim_passes
+    from s2r_data.render.handles import render_handle
+    from s2r_data.store.writer import DatasetWriter, SampleBusyError
 
     specs = [SampleSpec.from_dict(s) for s in samples]
     settings = RenderSettings(width=width, threads=threads, backend=backend)
     t0 = time.perf_counter()
-    results = render_poses(city_model_path, [s.pose for s in specs], renders_dir, settings, progress=False)
+    with render_handle(city_model_path, settings) as handle:
+        results = handle.render([s.pose for s in specs], renders_dir)
     render_s = time.perf_counter() - t0
     items: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    with DatasetWriter(store_url, height=settings.height, width=width, city=city) as writer:
+    with DatasetWriter(store_url, height=settings.height, width=width, city=city, owner=owner) as writer:
         for spec, r in zip(specs, results):
             item = {"image_id": r.image_id, "render": r.status, "reason": r.reason, "store": "not_written"}
             if r.status in ("ok", "skipped_existing") and r.path is not None:
@@ -421,14 +453,25 @@ def render_and_write_batch(
                         }
                         writer.write_sample(
                             r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
-                            np.ones_like(passes.sky_mask), row, exist_ok=True,
+                            np.ones_like(passes.sky_mask), row, exist_ok=True, slot=spec.zarr_index,
                         )
                         item["store"] = "written"
+                    except SampleBusyError as e:  # another flow run is committing it right now
+                        item["store"] = "busy_elsewhere"
+                        item["reason"] = str(e)
                     except Exception as e:  # noqa: BLE001 - one bad sample must not sink the batch
                         item["store"] = "failed"
                         item["reason"] = f"{type(e).__name__}: {e}"
             items.append(item)
     return {"items": items, "render_s": render_s, "write_s": time.perf_counter() - t0}
+
+
+def close_idle_render_workers() -> int:
+    """Stop the idle render handles (live Blender workers) of this process; returns how many. Dask
+    workers keep theirs for the next batches and runs, and stop them when they exit."""
+    from s2r_data.render.handles import close_all
+
+    return close_all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,6 +584,7 @@ def summarize(
         "failures": dict(sorted(failures.items())),
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
         "render_s_per_batch": [round(float(b.get("render_s", 0.0)), 2) for b in batch_reports],
+        "write_s_per_batch": [round(float(b.get("write_s", 0.0)), 2) for b in batch_reports],
     }
 
 

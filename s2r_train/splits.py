@@ -19,8 +19,9 @@ Spec semantics (the thesis's ``[0.8, 0.2, 5]``): ``SplitSpec(train=0.8, val=0.2,
   furthest below their targets. An incremental build therefore never moves a sample from train to
   val or back; existing visualisation samples stay as they are while they remain in val.
 
-:func:`assign_splits` rewrites ``index.parquet`` under the store lock (after compacting
-fragments); rows committed later have ``split`` null until it is run again.
+:func:`assign_splits` rewrites ``index.parquet`` after compacting fragments, by compare-and-swap
+(local stores also under the store lock), so it works on object stores too; rows committed later
+have ``split`` null until it is run again.
 """
 
 from __future__ import annotations
@@ -142,12 +143,13 @@ def split_groups(
 def assign_splits(
     url: str | os.PathLike, spec: SplitSpec | Sequence[float | int], seed: int = 0, *, keep_existing: bool = True
 ) -> dict[str, int]:
-    """Assign ``split``/``vis_index`` to every committed sample of the dataset at ``url`` (local)
-    and rewrite ``index.parquet`` atomically. Returns sample counts per split (+ ``"vis"``).
+    """Assign ``split``/``vis_index`` to every committed sample of the dataset at ``url`` (a local
+    path or an object-store URL) and rewrite ``index.parquet`` atomically. Returns sample counts
+    per split (+ ``"vis"``).
 
     ``keep_existing`` (default) keeps the splits already assigned (see the module docstring);
     ``False`` reassigns everything from scratch."""
-    from s2r_data.store.index import compact_index, read_index, write_index_table
+    from s2r_data.store.index import update_index
     from s2r_data.store.schema import INDEX_SCHEMA
     from s2r_data.store.urls import location
     from s2r_data.store.writer import store_lock
@@ -155,9 +157,8 @@ def assign_splits(
     if not isinstance(spec, SplitSpec):
         spec = SplitSpec.from_list(spec)
     loc = location(url)
-    with store_lock(loc):
-        compact_index(loc)
-        table = read_index(loc)
+
+    def assign(table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             raise ValueError(f"{loc.url}: no committed samples to split")
         ids = table.column("image_id").to_pylist()
@@ -168,8 +169,12 @@ def assign_splits(
         i_split = table.schema.get_field_index("split")
         i_vis = table.schema.get_field_index("vis_index")
         table = table.set_column(i_split, INDEX_SCHEMA.field("split"), pa.array(split, pa.string()))
-        table = table.set_column(i_vis, INDEX_SCHEMA.field("vis_index"), pa.array(vis, pa.int16()))
-        write_index_table(loc, "index.parquet", table)
+        return table.set_column(i_vis, INDEX_SCHEMA.field("vis_index"), pa.array(vis, pa.int16()))
+
+    with store_lock(loc):  # local stores; object stores rely on update_index's compare-and-swap
+        table = update_index(loc, assign)
+    split = table.column("split").to_pylist()
+    vis = table.column("vis_index").to_pylist()
     counts = {s: split.count(s) for s in ("train", "val", "test")}
     counts["vis"] = sum(v is not None for v in vis)
     return counts

@@ -90,6 +90,8 @@ def render_poses(
     fault_injection: FaultInjection | None = None,
     python_executable: str | None = None,
     on_result: Callable[[RenderResult], None] | None = None,
+    model: CityModel | None = None,
+    worker_keeper: Any = None,
 ) -> list[RenderResult]:
     """Render ``poses`` of the city model into ``out_dir``; one :class:`RenderResult` per pose, in order.
 
@@ -105,10 +107,14 @@ def render_poses(
     ``python_executable`` overrides the interpreter of the Blender worker (default: this one).
     ``on_result`` is called with each pose's final result as soon as it is known (files written),
     in completion order (reused, skipped and invalid poses first).
+    ``model``: the city model already loaded from ``city_model_path``; ``worker_keeper``: where the
+    Blender worker is taken from and left alive at the end (:class:`s2r_data.render.handles.WorkerKeeper`,
+    one per worker-local render handle), instead of a worker started and stopped per call.
     """
     model_path = Path(os.path.abspath(city_model_path))  # children run elsewhere: never hand them relative paths
     out_dir = Path(os.path.abspath(out_dir))
-    model = CityModel.load(model_path)  # CityModelError names the file and the fix
+    if model is None:
+        model = CityModel.load(model_path)  # CityModelError names the file and the fix
     check_renderable_model(model, label=f"city model {model_path}")
     poses = list(poses)
     ids = [p.image_id for p in poses]
@@ -160,6 +166,7 @@ def render_poses(
                 model_path=model_path, model=model, model_sha256=model_sha, poses=poses, flags=flags, keys=keys,
                 rendered_because=because, todo=todo, out_dir=out_dir, settings=settings, backend_version=version,
                 results=results, on_done=done, fault=fault_injection or FaultInjection(), python_executable=python_executable,
+                worker_keeper=worker_keeper,
             ))
     missing = [poses[i].image_id for i, r in enumerate(results) if r is None]
     if missing:  # defensive: every pose gets a result

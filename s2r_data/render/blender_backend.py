@@ -116,6 +116,11 @@ class _Batch:
 
     # -- worker
     def _start_worker(self) -> None:
+        keeper = self.job.worker_keeper
+        kept = keeper.take() if keeper is not None else None
+        if kept is not None:  # the live worker of an earlier batch (scene built, kernels loaded)
+            (self.worker, self.sent_to_worker), self.ready = kept, kept[0].ready
+            return
         attempts = 0
         while True:
             self.n_workers_started += 1
@@ -221,6 +226,9 @@ class _Batch:
                         self._fail(i, f"aborted after {consecutive_failures} consecutive failures (last: {last.reason if last else '?'})")
                     break
             self._collect_pending()
+            if self.job.worker_keeper is not None and self.worker is not None:
+                self.job.worker_keeper.keep(self.worker, self.sent_to_worker)  # alive for the next batch
+                self.worker = None
             self._drop_worker(graceful=True)
         finally:
             if self.pending is not None:

@@ -75,6 +75,7 @@ class BatchJob:
     on_done: Callable[[RenderResult], None]
     fault: FaultInjection = field(default_factory=FaultInjection)
     python_executable: str | None = None
+    worker_keeper: Any = None  # s2r_data.render.handles.WorkerKeeper: a Blender worker kept alive between batches
 
     def output_path(self, i: int) -> Path:
         return output_path(self.out_dir, self.poses[i].image_id, self.settings)

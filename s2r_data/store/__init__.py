@@ -6,7 +6,8 @@ Layout (see :mod:`s2r_data.store.urls`)::
                                                    inner chunks (1, C, 256, 256), Blosc lz4+shuffle
     <url>/index.parquet                            compacted index (schema: store.schema.INDEX_SCHEMA)
     <url>/index.d/<image_id>.parquet               per-sample index fragment = commit marker
-    <url>/_s2r/lock, _s2r/slots.log, _s2r/busy/    writer coordination (local stores)
+    <url>/_s2r/slots/<n>.json                      slot manifest (:mod:`.slots`)
+    <url>/_s2r/busy/, _s2r/lock, _s2r/cas.lock     write leases (object stores) / lock files (local)
 
 ``sim`` float16 (DiffCol 3 [0,1], world normal 3 in ``local_m``, Euclidean depth m 1; sky = 0),
 ``label`` uint8 class index (``s2r_data.citymodel.CLASSES``), ``real`` uint8 photo, ``mask`` uint8
@@ -20,34 +21,35 @@ Creation (:mod:`s2r_data.store.create`): arrays first, empty index next, the gro
 ``data.zarr/zarr.json`` last, so a store is complete or has no group; a writer completes a store
 whose creation was interrupted.
 
-Write protocol (crash- and concurrency-safe; several writer processes on one local store):
+Write protocol (crash- and concurrency-safe; any number of writer processes on any number of
+machines, on a local path, NFS or an S3-compatible store; no lock server, no file lock on object
+stores — every agreement is a conditional PUT, :mod:`.conditional`):
 
 1. Validate the sample in memory (:class:`SampleValidationError` names the bad input; nothing
    written).
-2. Take the per-image busy lock (``fcntl.flock`` on one of 256 bucket files) so one image is
-   never written by two processes at once; return/raise if it is already committed.
-3. Under the store lock (``flock`` on ``_s2r/lock``): look the image up in ``_s2r/slots.log``
-   (reuse the slot of a crashed earlier attempt) or append ``"<id> <slot> ;"`` with slot = max + 1
-   (fsync'd; a torn line — no ``;`` terminator — is ignored); grow every array geometrically
-   (×2) if the slot is past its capacity. Only lock holders resize, and they re-read
-   ``zarr.json`` first, so the last-writer-wins metadata rewrite never loses a growth. Arrays are
-   never shrunk.
-4. Outside the lock: write each array's row ``slot`` as one whole shard (a file per sample per
-   array; zarr's LocalStore writes temp file + rename). Different samples never share a shard, so
-   concurrent writers never rewrite each other's bytes. Then read every array's row back and
-   compare (write-time verification: :class:`SampleWriteError`, nothing committed, on mismatch).
-5. Commit: atomically rename ``index.d/<id>.parquet`` into place (s2r_data.atomic).
+2. Take the image's claim (:mod:`.claims`: ``flock`` on one of 256 bucket files locally, a lease
+   object created-if-absent on object stores) so one image is never written by two writers at
+   once; return/raise if it is already committed.
+3. Its slot from the slot manifest (:mod:`.slots`): allocated by the coordinator before writers
+   were dispatched (:func:`allocate_slots`, the ``build-dataset`` flow), or by a crashed earlier
+   attempt, or now (a new segment, created if absent). Grow every array geometrically (×2) if the
+   slot is past its capacity, by compare-and-swap on its ``zarr.json`` (never shrunk, never lost).
+4. Write each array's row ``slot`` as one whole shard (a file/object per sample per array).
+   Different samples never share a shard, so concurrent writers never rewrite each other's bytes.
+   Then read every array's row back and compare (write-time verification: :class:`SampleWriteError`,
+   nothing committed, on mismatch).
+5. Commit: atomically publish ``index.d/<id>.parquet`` (rename, or one PUT).
 
 A ``kill -9`` anywhere before 5 leaves an allocated, uncommitted slot (invisible to readers; a
 rerun writes the same id into the same slot); after 5 the sample is complete. Readers list only
-committed rows (:func:`open_dataset`); :func:`compact` merges fragments into ``index.parquet``
-under the store lock (write, then delete merged fragments, until none is left; readers read
+committed rows (:func:`open_dataset`); :func:`compact` merges fragments into ``index.parquet`` by
+compare-and-swap (write, then delete merged fragments, until none is left; readers read
 fragments first so they never miss a row during a compaction) and records the count in the group
 attributes. :func:`verify` checks the store, the index and every sample (or only some) and
 reports damage instead of raising;
-``python -m s2r_data.store verify [--workers N]|info|compact URL`` from the shell.
-Reading works for any fsspec URL; writing needs a local path (fcntl locks) — build locally and
-copy the directory to object storage.
+``python -m s2r_data.store verify [--workers N]|info|compact URL`` from the shell. Reading and
+writing work at local paths and ``s3://`` URLs (credentials and endpoint from the environment);
+reading at any fsspec URL. Guarantees in docs/dataset.md ("Many writers, no locks").
 """
 
 from .index import IndexRowError, make_index_row
@@ -57,7 +59,10 @@ from .schema import DEFAULT_CODEC, INDEX_SCHEMA, INDEX_SCHEMA_VERSION, CodecChoi
 from .verify import Problem, VerifyReport, verify
 from .writer import (
     DatasetWriter,
+    SampleBusyError,
     SampleExistsError,
+    SlotMismatchError,
+    allocate_slots,
     SampleValidationError,
     SampleWriteError,
     StoreMismatchError,
@@ -73,10 +78,13 @@ __all__ = [
     "VerifyReport",
     "Problem",
     "compact",
+    "allocate_slots",
     "store_lock",
     "SampleValidationError",
     "SampleExistsError",
     "SampleWriteError",
+    "SampleBusyError",
+    "SlotMismatchError",
     "StoreMismatchError",
     "IncompleteStoreError",
     "StoreSpec",

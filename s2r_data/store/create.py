@@ -14,8 +14,11 @@ complete store, so the arrays found then hold no sample and the next :func:`ensu
 creates them again. Stores made by the earlier group-first order may hold a group with only some
 arrays: :func:`ensure_store` creates the missing ones, :func:`creation_problems` names them.
 
-One creator at a time: the caller holds the store lock (:func:`s2r_data.store.writer.store_lock`)
-or is the only process creating the store (a coordinator).
+Local stores: one creator at a time, the caller holds the store lock
+(:func:`s2r_data.store.writer.store_lock`). Object stores (no locks): the same order, but every
+metadata document is published with :func:`~.conditional.create_if_absent`, so concurrent
+creators (two flow runs started at once) never overwrite each other or delete anything; each
+checks what the winner wrote against its own settings (:class:`StoreMismatchError` otherwise).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import json
 import logging
 from typing import Any
 
-from .index import empty_index, write_index_table
+from .conditional import create_if_absent, read_versioned, replace_if_version
+from .index import _table_bytes, empty_index, write_index_table
 from .schema import ArraySpec, CodecChoice, StoreSpec
 from .urls import ZARR_DIR, StoreLocation
 
@@ -62,11 +66,12 @@ def array_capacity(loc: StoreLocation, name: str) -> int | None:
     return None if meta is None else int(meta["shape"][0])
 
 
-def _create_array(loc: StoreLocation, spec: ArraySpec, capacity: int, codec: CodecChoice, *, overwrite: bool) -> None:
+def _create_array(loc: StoreLocation, spec: ArraySpec, capacity: int, codec: CodecChoice, *, overwrite: bool,
+                  store: Any = None) -> None:
     import zarr
 
     zarr.create_array(
-        loc.array_store(spec.name, read_only=False),
+        loc.array_store(spec.name, read_only=False) if store is None else store,
         shape=(capacity, spec.channels, spec.height, spec.width),
         dtype=spec.dtype,
         chunks=(1, spec.channels) + spec.chunk,
@@ -101,6 +106,8 @@ def ensure_store(loc: StoreLocation, spec: StoreSpec, capacity: int) -> list[str
     :class:`IncompleteStoreError` (no group metadata beside committed index rows)."""
     import zarr
 
+    if not loc.is_local:
+        return _ensure_remote(loc, spec, capacity)
     if loc.exists(GROUP_METADATA):
         try:
             attrs = dict(zarr.open_group(loc.zarr_store(read_only=True), mode="r").attrs).get("s2r_dataset", {})
@@ -148,6 +155,66 @@ def _create_missing_arrays(loc: StoreLocation, spec: StoreSpec, capacity: int) -
     return names
 
 
+def _metadata_bytes(make) -> bytes:
+    """The ``zarr.json`` zarr writes for ``make(store)``, without touching the real store."""
+    from zarr.storage import MemoryStore
+
+    docs: dict = {}
+    make(MemoryStore(docs))
+    return docs["zarr.json"].to_bytes()
+
+
+def _without_capacity(meta: dict[str, Any]) -> dict[str, Any]:
+    return {**meta, "shape": list(meta.get("shape", []))[1:]}
+
+
+def _check_group_identity(loc: StoreLocation, group_doc: bytes, spec: StoreSpec) -> None:
+    attrs = json.loads(group_doc).get("attributes", {}).get("s2r_dataset", {})
+    want = spec.identity()
+    got = {k: attrs.get(k) for k in want}
+    if got != want:
+        raise StoreMismatchError(f"{loc.url} holds {got}, the writer asked for {want}: use another URL or matching settings")
+
+
+def _ensure_remote(loc: StoreLocation, spec: StoreSpec, capacity: int) -> list[str]:
+    """:func:`ensure_store` for object stores: no lock, nothing ever overwritten or deleted."""
+    import zarr
+
+    group_doc = loc.read_bytes(GROUP_METADATA)
+    if group_doc is not None:
+        _check_group_identity(loc, group_doc, spec)
+    elif _committed_rows_without_group(loc):
+        raise IncompleteStoreError(
+            f"{loc.url} has committed index rows but no group metadata {GROUP_METADATA} (a partial copy?): "
+            "copy the store again, or run `s2r store verify` on it; the writer does not touch it"
+        )
+    have = {a.name: _array_metadata(loc, a.name) for a in spec.arrays()}
+    cap = max([int(m["shape"][0]) for m in have.values() if m is not None] + [capacity])
+    created: list[str] = []
+    for a in spec.arrays():
+        if have[a.name] is not None and group_doc is not None:
+            continue  # a complete store: its arrays were checked when it was created
+        doc = _metadata_bytes(lambda store, a=a: _create_array(loc, a, cap, spec.codec, overwrite=True, store=store))
+        rel = f"{ZARR_DIR}/{a.name}/zarr.json"
+        if have[a.name] is None and create_if_absent(loc, rel, doc):
+            created.append(a.name)
+            continue
+        existing = json.loads(loc.read_bytes(rel) or b"{}")
+        if _without_capacity(existing) != _without_capacity(json.loads(doc)):
+            raise StoreMismatchError(
+                f"{loc.url}: array {a.name} exists with other chunks, codec or size than this writer's "
+                f"{spec.identity()}; use another URL, or delete {loc.url} if it holds no samples"
+            )
+    if group_doc is None:
+        create_if_absent(loc, "index.parquet", _table_bytes(empty_index()))  # never replaces a compacted index
+        group = _metadata_bytes(lambda store: zarr.create_group(store, attributes=spec.attributes()))
+        if not create_if_absent(loc, GROUP_METADATA, group):  # another creator won: same settings?
+            _check_group_identity(loc, loc.read_bytes(GROUP_METADATA) or b"{}", spec)
+    elif created:
+        log.warning("%s: completed an interrupted store creation: created arrays %s", loc.url, created)
+    return created
+
+
 def creation_problems(loc: StoreLocation, attrs: dict[str, Any] | None) -> list[str]:
     """Sentences describing an incomplete store (empty list = complete). ``attrs``: the
     ``s2r_dataset`` group attributes, or None when the group metadata is missing."""
@@ -181,17 +248,19 @@ def creation_problems(loc: StoreLocation, attrs: dict[str, Any] | None) -> list[
 
 def record_committed_count(loc: StoreLocation, n: int) -> None:
     """Write the committed sample count (rows of ``index.parquet`` after a compaction) into the
-    group attributes (caller holds the store lock, or is the only coordinator)."""
+    group attributes (compare-and-swap: concurrent compactions never undo another's update)."""
     import datetime as _dt
 
-    import zarr
-
-    if not loc.exists(GROUP_METADATA):
-        return
-    g = zarr.open_group(loc.zarr_store(read_only=False), mode="r+")
-    attrs = dict(g.attrs.get("s2r_dataset", {}))
-    if attrs.get("committed_samples") == n and "committed_at_compaction" in attrs:
-        return
-    attrs["committed_samples"] = int(n)
-    attrs["committed_at_compaction"] = _dt.datetime.now(tz=_dt.timezone.utc).isoformat(timespec="seconds")
-    g.attrs["s2r_dataset"] = attrs
+    while True:
+        data, version = read_versioned(loc, GROUP_METADATA)
+        if data is None:
+            return
+        meta = json.loads(data)
+        attrs = dict(meta.get("attributes", {}).get("s2r_dataset", {}))
+        if attrs.get("committed_samples") == n and "committed_at_compaction" in attrs:
+            return
+        attrs["committed_samples"] = int(n)
+        attrs["committed_at_compaction"] = _dt.datetime.now(tz=_dt.timezone.utc).isoformat(timespec="seconds")
+        meta.setdefault("attributes", {})["s2r_dataset"] = attrs
+        if replace_if_version(loc, GROUP_METADATA, json.dumps(meta, indent=2).encode(), version):
+            return

@@ -5,7 +5,7 @@ Two places hold rows:
 * ``<url>/index.d/<image_id>.parquet`` — one fragment per sample, written atomically by the
   writer *after* the sample's arrays: the fragment's existence is the commit marker.
 * ``<url>/index.parquet`` — the compacted index (:func:`compact_index` merges fragments into it
-  under the store lock, atomically, then deletes the merged fragments).
+  by compare-and-swap, then deletes the merged fragments; no lock, so it works on object stores).
 
 :func:`read_index` returns their union (compacted rows win over a fragment for the same id),
 sorted by ``zarr_index``. It lists and reads the fragments *before* reading ``index.parquet``, so a
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..poses import Pose, heading_pitch_roll_deg
+from .conditional import read_versioned, replace_if_version
 from .schema import INDEX_SCHEMA, ROW_FIELDS_FROM_CALLER
 from .urls import StoreLocation
 
@@ -37,6 +38,7 @@ __all__ = [
     "write_index_table",
     "valid_image_id",
     "empty_index",
+    "update_index",
 ]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
@@ -213,26 +215,50 @@ def _merge(compacted: pa.Table | None, frags: pa.Table) -> pa.Table:
     return table.sort_by([("zarr_index", "ascending")]) if table.num_rows else table
 
 
-_COMPACT_ROUNDS = 8
+_COMPACT_ROUNDS = 64
+
+
+def _read_compacted_versioned(loc: StoreLocation) -> tuple[pa.Table | None, object]:
+    data, version = read_versioned(loc, "index.parquet")
+    if data is None:
+        return None, None
+    t = pq.read_table(io.BytesIO(data))
+    return t.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA), version
 
 
 def compact_index(loc: StoreLocation) -> int:
-    """Merge fragments into ``index.parquet`` (caller holds the store lock). Returns row count.
+    """Merge fragments into ``index.parquet``; returns its row count.
 
-    Writers commit without the lock, so fragments may appear while this runs: it merges again
-    until a listing finds none (at most a few rounds), so that ``index.parquet`` alone lists every
-    sample committed before the call. Fragments of ids already in ``index.parquet`` (left by a
-    compaction killed before its deletions) are removed too."""
-    compacted = _read_table(loc, "index.parquet")
-    table = _merge(compacted, empty_index())
-    if compacted is None:
-        write_index_table(loc, "index.parquet", table)
+    Writers commit while this runs: it merges again until a listing finds no fragment, so that
+    ``index.parquet`` alone lists every sample committed before the call. Each rewrite is a
+    compare-and-swap on the version it read (a concurrent compaction or split assignment makes it
+    re-read and merge again, never overwrite), and fragments are deleted only after a rewrite that
+    holds them succeeded. Fragments of ids already in ``index.parquet`` (left by a compaction
+    killed before its deletions) are removed too."""
+    n_rows = 0
     for _ in range(_COMPACT_ROUNDS):
+        compacted, version = _read_compacted_versioned(loc)
+        table = _merge(compacted, empty_index())
         frags, names = read_fragments(loc)
-        if not names:
+        n_rows = table.num_rows
+        if not names and compacted is not None:
             break
-        table = _merge(table, frags)
-        write_index_table(loc, "index.parquet", table)  # before deleting: readers never miss a row
-        for n in names:
+        merged = _merge(table, frags)
+        if not replace_if_version(loc, "index.parquet", _table_bytes(merged), version):
+            continue  # another compaction (or split assignment) rewrote it: start from its version
+        n_rows = merged.num_rows
+        for n in names:  # in index.parquet now: readers never miss a row
             loc.remove(f"index.d/{n}")
-    return table.num_rows
+    return n_rows
+
+
+def update_index(loc: StoreLocation, change: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """Compact, then rewrite ``index.parquet`` as ``change(compacted table)`` by compare-and-swap
+    (retried on a concurrent rewrite, so no compaction is undone); returns the table written.
+    Rows committed meanwhile stay in their fragments."""
+    while True:
+        compact_index(loc)
+        compacted, version = _read_compacted_versioned(loc)
+        table = change(_merge(compacted, empty_index()))
+        if replace_if_version(loc, "index.parquet", _table_bytes(table), version):
+            return table

@@ -13,7 +13,9 @@ from .schema import level_name
 from .shardio import ShardedArrayReader
 from .urls import ZARR_DIR, StoreLocation, location
 
-__all__ = ["DatasetReader", "open_dataset", "DatasetNotFoundError"]
+__all__ = ["DatasetReader", "open_dataset", "DatasetNotFoundError", "SHARD_CACHE_ENV"]
+
+SHARD_CACHE_ENV = "S2R_SHARD_CACHE_DIR"  # local directory caching a remote store's shards (crop reads)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -25,10 +27,14 @@ class DatasetReader:
 
     ``index`` is a pyarrow Table sorted by ``zarr_index``; sample ``i`` is row ``i``.
     Picklable: holds only the URL and the index; zarr handles are opened lazily per process.
+    ``cache_dir`` (default ``$S2R_SHARD_CACHE_DIR``): for a remote store, a local directory where
+    the crop reads (:meth:`read_box`, :meth:`read_chunks`) keep each sample's shards after the
+    first download (:mod:`.shardio`); shared by processes; delete it any time.
     """
 
-    def __init__(self, url: str | os.PathLike, index: pa.Table | None = None):
+    def __init__(self, url: str | os.PathLike, index: pa.Table | None = None, *, cache_dir: str | os.PathLike | None = None):
         self.loc: StoreLocation = location(url)
+        self.cache_dir = cache_dir if cache_dir is not None else (os.environ.get(SHARD_CACHE_ENV) or None)
         if not self.loc.exists(f"{ZARR_DIR}/zarr.json"):
             raise DatasetNotFoundError(f"no s2r dataset at {self.loc.url} (expected {ZARR_DIR}/zarr.json); build it first")
         self.index: pa.Table = read_index(self.loc) if index is None else index
@@ -106,7 +112,7 @@ class DatasetReader:
         name = level_name(array, level)
         r = self._fast.get(name)
         if r is None:
-            r = ShardedArrayReader(self.loc.array_url(name), fs=self.loc.fs)
+            r = ShardedArrayReader(self.loc.array_url(name), fs=self.loc.fs, cache_dir=self.cache_dir)
             self._fast[name] = r
         return r if r.supported else None
 
@@ -140,6 +146,7 @@ class DatasetReader:
         return a.chunks[2], a.chunks[3]
 
 
-def open_dataset(url: str | os.PathLike) -> DatasetReader:
-    """Open the dataset at ``url`` (local path or fsspec URL) for reading."""
-    return DatasetReader(url)
+def open_dataset(url: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> DatasetReader:
+    """Open the dataset at ``url`` (local path or fsspec URL) for reading (``cache_dir``: see
+    :class:`DatasetReader`)."""
+    return DatasetReader(url, cache_dir=cache_dir)

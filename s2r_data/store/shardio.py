@@ -8,14 +8,21 @@ crc32c): this module reads exactly the layout :class:`s2r_data.store.DatasetWrit
 says so (:attr:`ShardedArrayReader.supported`) when an array's metadata is anything else, so
 callers fall back to zarr. Tests compare every read with zarr's.
 
-Local paths use ``os.pread``; other URLs go through fsspec byte-range reads.
+Local paths use ``os.pread``; other URLs go through fsspec byte-range reads, or, with a
+``cache_dir``, each shard (one sample of one array) is downloaded whole on first use into that
+local directory (named by its URL and ETag, so a rewritten object is fetched again) and read
+from there: a crop touches a few inner chunks of several arrays, one request each, which costs
+far more on an object store than one download per sample (docs/benchmarks-scaleout.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import uuid
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -54,9 +61,11 @@ def _channel_index(channels: Sequence[int] | None, n: int) -> slice | list[int]:
 class ShardedArrayReader:
     """Reads chunk-aligned regions of one sample of a (N, C, H, W) array with shard = one sample."""
 
-    def __init__(self, array_url: str, fs=None):
+    def __init__(self, array_url: str, fs=None, cache_dir: str | os.PathLike | None = None):
         self.array_url = array_url.rstrip("/")
         self._fs = fs
+        self._cache_dir = Path(cache_dir) if (cache_dir and fs is not None) else None
+        self._cached: dict[str, str] = {}  # shard key → local copy (this process)
         meta = json.loads(self._read_all(f"{self.array_url}/zarr.json"))
         self.supported = False
         self.reason = ""
@@ -130,9 +139,10 @@ class ShardedArrayReader:
         key = f"{self.array_url}/c/{int(sample)}/0/0/0"
         parse = lambda raw: np.frombuffer(raw, "<u8", count=self._n_inner * 2).reshape(self.grid_hw + (2,))  # noqa: E731
         missing = lambda: (np.full(self.grid_hw + (2,), _EMPTY, dtype="<u8"), None)  # noqa: E731
-        if self._fs is None:
+        local = key if self._fs is None else self._local_copy(key)
+        if local is not None:
             try:
-                fd = os.open(key, os.O_RDONLY)
+                fd = os.open(local, os.O_RDONLY)
             except FileNotFoundError:
                 yield missing()
                 return
@@ -145,13 +155,42 @@ class ShardedArrayReader:
                 os.close(fd)
             return
         fs = self._fs
-        if not fs.exists(key):
+        try:
+            size = int(fs.info(key)["size"])
+        except FileNotFoundError:
             yield missing()
             return
-        size = fs.size(key)
         yield parse(fs.cat_file(key, start=size - self._index_nbytes, end=size)), (
             lambda off, nb: fs.cat_file(key, start=int(off), end=int(off + nb))
         )
+
+    def _local_copy(self, key: str) -> str | None:
+        """The cached local copy of remote shard ``key`` (downloaded now if needed); None without
+        a cache; a path that does not exist when the shard is missing."""
+        if self._cache_dir is None:
+            return None
+        path = self._cached.get(key)
+        if path is not None:
+            return path
+        try:
+            info = self._fs.info(key)
+        except FileNotFoundError:
+            return str(self._cache_dir / "missing-shard")
+        version = info.get("ETag") or info.get("etag") or f"{info.get('size')}-{info.get('LastModified') or info.get('mtime')}"
+        name = hashlib.sha256(f"{self._fs.protocol}|{key}|{version}".encode()).hexdigest()[:40] + ".shard"
+        path = str(self._cache_dir / name)
+        if not os.path.exists(path):
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.partial"
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(self._fs.cat_file(key))
+                os.replace(tmp, path)  # other processes may download the same shard: same bytes
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        self._cached[key] = path
+        return path
 
     def _decode_chunk(self, raw: bytes, dst: np.ndarray) -> None:
         """Decode one inner chunk into ``dst`` (C, cy, cx)."""

@@ -5,9 +5,15 @@ Directory layout under the URL::
     data.zarr/            Zarr v3 group (arrays sim, label, real, mask and pyramid levels *_l<k>)
     index.parquet         compacted index (s2r_data.store.index)
     index.d/<id>.parquet  per-sample index fragments = commit markers
+    _s2r/slots/<n>.json   slot manifest: append-only segments, each created if absent (s2r_data.store.slots)
     _s2r/lock             fcntl lock file (local stores only)
-    _s2r/slots.log        append-only "image_id zarr_index ;" slot allocation log
-    _s2r/busy/*.lock      per-image write locks (256 hash buckets)
+    _s2r/cas.lock         serialises local compare-and-swap writes (s2r_data.store.conditional)
+    _s2r/busy/*.lock      per-image write locks (local: 256 hash buckets; object stores: leases <id>.json)
+    _s2r/slots.log        legacy slot log of stores written before the manifest (imported once)
+
+Remote URLs use fsspec with its listing cache off: several processes add files under one prefix,
+and a cached listing would hide them. Credentials and endpoints come from the environment
+(``AWS_*``, ``AWS_ENDPOINT_URL_S3``, ``FSSPEC_S3_*``) or ``fsspec.config.conf``, never from the URL.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class StoreLocation:
             return None
         import fsspec
 
-        return fsspec.filesystem(self.protocol)
+        return fsspec.filesystem(self.protocol, use_listings_cache=False)
 
     def path(self, rel: str = "") -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -54,6 +60,19 @@ class StoreLocation:
             return self.fs.cat_file(self.path(rel))
         except FileNotFoundError:
             return None
+
+    def stamp(self, rel: str) -> tuple | None:
+        """A value that changes whenever the object at ``rel`` is replaced (None: absent): local
+        (inode, mtime, size); remote the ETag (or modification time and size)."""
+        try:
+            if self.is_local:
+                st = os.stat(self.path(rel))
+                return (st.st_ino, st.st_mtime_ns, st.st_size)
+            info = self.fs.info(self.path(rel))
+        except FileNotFoundError:
+            return None
+        etag = info.get("ETag") or info.get("etag")
+        return (etag,) if etag else (str(info.get("LastModified") or info.get("mtime") or info.get("created")), info.get("size"))
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         if self.is_local:

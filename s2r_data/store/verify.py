@@ -162,8 +162,9 @@ def verify(
 
     Always: the store is complete (group metadata, every array with its shape and dtype), every
     index file reads, no image is listed twice or shares a ``zarr_index``, the index agrees with
-    the slot log. Per sample (all committed samples, or only the ids in ``samples``): shapes,
-    finite values, value ranges, sky ⇔ label 0 ⇔ depth 0, pyramid levels = downsampled level 0.
+    the slot manifest (:mod:`.slots`). Per sample (all committed samples, or only the ids in
+    ``samples``): shapes, finite values, value ranges, sky ⇔ label 0 ⇔ depth 0, pyramid levels =
+    downsampled level 0.
     ``samples=()`` checks no sample content (the writer verified each sample when it wrote it).
     ``workers`` > 1 checks samples in that many processes."""
     loc = location(url)
@@ -202,9 +203,19 @@ def _verify_into(report: VerifyReport, loc, check_pyramid: bool, progress: bool,
         if zcount[z] > 1:
             report.problems.append(Problem(i, f"shares zarr_index {z} with another image"))
 
-    from .writer import _read_slot_log  # noqa: PLC0415 (shared private helper)
+    from .slots import SlotManifest, SlotManifestError
 
-    slots = _read_slot_log(loc)
+    manifest = SlotManifest(loc)
+    manifest._legacy_checked = True  # verify reads; it never imports (writes) a legacy slot log
+    try:
+        slots = manifest.refresh().slots
+    except (SlotManifestError, ValueError) as e:
+        report.problems.append(Problem("", f"slot manifest unreadable: {e}"))
+        slots = {}
+    if not slots and manifest.n_segments == 0:
+        from .slots import LEGACY_SLOT_LOG, _parse_legacy_lines
+
+        _parse_legacy_lines((loc.read_bytes(LEGACY_SLOT_LOG) or b"").decode("utf-8", "replace"), slots)
     levels = int(attrs.get("pyramid_levels", 0))
     report.n_samples = len(reader)
 
@@ -213,7 +224,9 @@ def _verify_into(report: VerifyReport, loc, check_pyramid: bool, progress: bool,
         if capacity is not None and not 0 <= z < capacity:
             report.problems.append(Problem(image_id, f"zarr_index {z} is outside the arrays' {capacity} slots"))
         if image_id in slots and slots[image_id] != z:
-            report.problems.append(Problem(image_id, f"index says zarr_index {z}, slot log says {slots[image_id]}"))
+            report.problems.append(Problem(image_id, f"index says zarr_index {z}, slot manifest says {slots[image_id]}"))
+        elif manifest.n_segments and image_id not in slots:
+            report.problems.append(Problem(image_id, f"committed in zarr_index {z}, but the slot manifest never allocated it"))
     if wanted is not None:
         unknown = sorted(wanted - set(reader.image_ids))
         if unknown:

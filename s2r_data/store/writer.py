@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
+import time
+import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from .checks import sample_problems
+from .claims import DEFAULT_LEASE_S, flock, holds_lease, image_claim
 from .create import StoreMismatchError, ensure_store, record_committed_count
 from .index import compact_index, make_index_row, read_index, row_table, valid_image_id, write_index_table
 from .pyramid import downsample_sample
 from .schema import DEFAULT_CODEC, CodecChoice, StoreSpec
+from .slots import SlotManifest, ensure_capacity
 from .urls import StoreLocation, location
 
 __all__ = [
@@ -23,12 +25,13 @@ __all__ = [
     "SampleValidationError",
     "SampleExistsError",
     "SampleWriteError",
+    "SampleBusyError",
+    "SlotMismatchError",
     "StoreMismatchError",
     "store_lock",
     "compact",
+    "allocate_slots",
 ]
-
-_BUSY_BUCKETS = 256
 
 
 class SampleValidationError(ValueError):
@@ -43,81 +46,43 @@ class SampleWriteError(OSError):
     """A sample's arrays did not read back as written (storage fault); it was not committed."""
 
 
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+class SampleBusyError(RuntimeError):
+    """Another writer (another owner's live lease) is writing this image right now; it was left to
+    that writer (object stores only)."""
+
+
+class SlotMismatchError(ValueError):
+    """The slot a caller expected for an image is not the one the store's slot manifest gives it."""
 
 
 def store_lock(loc: StoreLocation):
-    """The store-wide lock (capacity growth, slot allocation, compaction, split assignment)."""
+    """The store-wide lock of local stores (store creation, compaction, split assignment); a no-op
+    for object stores, which coordinate by conditional writes alone (:mod:`.conditional`)."""
     if not loc.is_local:
-        raise NotImplementedError(
-            f"{loc.url}: writing needs a local path (fcntl locks); build locally and copy the "
-            "directory to object storage when done"
-        )
-    return _flock(Path(loc.path("_s2r/lock")))
+        return contextlib.nullcontext()
+    return flock(Path(loc.path("_s2r/lock")))
 
 
-def _parse_slot_lines(text: str, slots: dict[str, int]) -> None:
-    """Lines ``"<image_id> <slot> ;"``; anything else (a torn line left by a crash) is ignored."""
-    for line in text.split("\n"):
-        parts = line.split(" ")
-        if len(parts) == 3 and parts[2] == ";" and parts[1].isdigit():
-            slots.setdefault(parts[0], int(parts[1]))
-
-
-def _read_slot_log(loc: StoreLocation) -> dict[str, int]:
-    """image_id → zarr_index from the append-only allocation log."""
-    slots: dict[str, int] = {}
-    _parse_slot_lines((loc.read_bytes("_s2r/slots.log") or b"").decode("utf-8", "replace"), slots)
+def allocate_slots(url: str | os.PathLike, image_ids: list[str], *, spec: StoreSpec, owner: str = "",
+                   initial_capacity: int = 64) -> dict[str, int]:
+    """What a coordinator (the ``build-dataset`` flow) does before dispatching writers: create the
+    store if needed, allocate a slot for every id not yet allocated (one manifest segment, ids in
+    the given order; :mod:`.slots`), and grow the arrays to hold them all. Returns id → slot.
+    Safe to run from several flow runs at once; writers then find their slots in the manifest."""
+    loc = location(url)
+    with store_lock(loc):
+        ensure_store(loc, spec, initial_capacity)
+    ids = [valid_image_id(i) for i in image_ids]
+    manifest = SlotManifest(loc)
+    slots = manifest.allocate(ids, owner=owner)
+    ensure_capacity(loc, [a.name for a in spec.arrays()], manifest.end)
     return slots
 
 
-class _SlotLog:
-    """Incremental reader/appender of ``_s2r/slots.log`` (call only under the store lock)."""
-
-    def __init__(self, loc: StoreLocation):
-        self.path = Path(loc.path("_s2r/slots.log"))
-        self.slots: dict[str, int] = {}
-        self.next_slot = 0
-        self._offset = 0
-
-    def refresh(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1  # parse complete lines only
-        _parse_slot_lines(data[:end].decode("utf-8", "replace"), self.slots)
-        self._offset += end
-        self.next_slot = max(self.slots.values(), default=-1) + 1
-
-    def append(self, image_id: str, slot: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab+") as fh:
-            fh.seek(0, os.SEEK_END)
-            prefix = b""
-            if fh.tell() > 0:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    prefix = b"\n"  # end a torn line left by a crash (it stays ignored)
-            fh.write(prefix + f"{image_id} {slot} ;\n".encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.refresh()
-
-
 def compact(url: str | os.PathLike) -> int:
-    """Merge index fragments into ``index.parquet`` under the store lock, so that it alone lists
-    every committed sample, and record that count in the group attributes; returns it."""
+    """Merge index fragments into ``index.parquet`` (compare-and-swap; local stores also under the
+    store lock), so that it alone lists every committed sample, and record that count in the group
+    attributes; returns it."""
     return _compact(location(url))
 
 
@@ -146,10 +111,15 @@ class DatasetWriter:
     ``height``/``width``: full-resolution panorama size (2:1); ``city``: stored in the attributes
     and every index row; ``pyramid_levels``: extra half-resolution levels stored per sample;
     ``chunk_px``: inner chunk side (the read unit of crops); ``initial_capacity``: first
-    sample-axis size (grown geometrically under the store lock); ``verify_writes``: read every
+    sample-axis size (grown geometrically by compare-and-swap); ``verify_writes``: read every
     sample back after writing and commit it only if it equals what was written (the write-time
-    verification that lets ``build-dataset`` skip re-reading old samples).
-    Several processes may hold writers on the same local store at once.
+    verification that lets ``build-dataset`` skip re-reading old samples); ``owner``: who holds
+    this writer's leases on object stores (the flow run's id, so that a batch re-run after its
+    worker died takes over its own leases; default a random id); ``lease_s``/``busy_wait_s``: how
+    long a lease holds, and how long to wait for another owner's lease before giving the image up
+    (:class:`SampleBusyError`; default: the lease plus 30 s, so a dead writer's lease expires first).
+    Any number of processes on any number of machines may hold writers on one store at once (local
+    paths, NFS, ``s3://``: see :mod:`.conditional`).
     """
 
     def __init__(
@@ -164,6 +134,9 @@ class DatasetWriter:
         codec: CodecChoice = DEFAULT_CODEC,
         initial_capacity: int = 64,
         verify_writes: bool = True,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        busy_wait_s: float | None = None,
     ):
         self.spec = StoreSpec(int(height), int(width), str(city), int(pyramid_levels), int(chunk_px), codec)
         self.loc = location(url)
@@ -175,7 +148,12 @@ class DatasetWriter:
         self._committed: set[str] = set()
         self._index_mtime: float | None = None
         self._capacity = 0
-        self._slot_log = _SlotLog(self.loc)
+        self.owner = owner or f"writer-{uuid.uuid4().hex}"
+        self.lease_s = float(lease_s)
+        # by default outwait a dead writer's lease: a rerun then writes every image
+        self.busy_wait_s = self.lease_s + 30.0 if busy_wait_s is None else float(busy_wait_s)
+        self._manifest = SlotManifest(self.loc)
+        self._pool = None
         self._ensure_store(initial_capacity)
 
     # -- setup -------------------------------------------------------------------------------
@@ -194,37 +172,34 @@ class DatasetWriter:
             raise RuntimeError(f"{name}: capacity {a.shape[0]} < {min_len} after growth (store modified?)")
         return a
 
-    def _grow_locked(self, needed: int) -> None:
-        import zarr
-
+    def _grow(self, needed: int) -> None:
         if self._capacity >= needed:  # capacities only ever grow: a cached value is a lower bound
             return
-        caps = []
-        for spec in self._specs:
-            a = zarr.open_array(self.loc.zarr_store(read_only=False), path=spec.name, mode="r+")
-            if a.shape[0] < needed:
-                a.resize((max(needed, 2 * a.shape[0]),) + a.shape[1:])
-            caps.append(a.shape[0])
-            self._arrays[spec.name] = a
-        self._capacity = min(caps)
+        self._capacity = ensure_capacity(self.loc, [spec.name for spec in self._specs], needed)
 
-    def _allocate(self, image_id: str) -> int:
-        with store_lock(self.loc):
-            self._slot_log.refresh()
-            slot = self._slot_log.slots.get(image_id)  # a crashed earlier attempt: reuse its slot
+    def _allocate(self, image_id: str, expected: int | None = None) -> int:
+        slot = self._manifest.slot_of(image_id)  # a crashed earlier attempt or the flow allocated it
+        if slot is None and expected is not None:
+            self._manifest.refresh()
+            slot = self._manifest.slot_of(image_id)
             if slot is None:
-                slot = self._slot_log.next_slot
-                self._slot_log.append(image_id, slot)
-            self._grow_locked(slot + 1)
+                raise SlotMismatchError(
+                    f"image {image_id}: expected in slot {expected}, but {self.loc.url} has allocated no slot for it "
+                    "(slots are allocated by the coordinator before writers are dispatched: allocate_slots)"
+                )
+        if slot is None:
+            slot = self._manifest.allocate([image_id], owner=self.owner)[image_id]
+        if expected is not None and slot != expected:
+            raise SlotMismatchError(f"image {image_id}: expected in slot {expected}, the slot manifest of {self.loc.url} says {slot}")
+        self._grow(slot + 1)
         return slot
 
     # -- queries -----------------------------------------------------------------------------
     def _refresh_committed(self) -> None:
-        p = Path(self.loc.path("index.parquet"))
-        mtime = p.stat().st_mtime if p.exists() else None
-        if mtime != self._index_mtime:
+        stamp = self.loc.stamp("index.parquet")
+        if stamp != self._index_mtime:
             self._committed = set(read_index(self.loc).column("image_id").to_pylist())
-            self._index_mtime = mtime
+            self._index_mtime = stamp
 
     def has(self, image_id: str) -> bool:
         """True when ``image_id`` is committed (fully written and indexed)."""
@@ -277,9 +252,23 @@ class DatasetWriter:
 
     @contextlib.contextmanager
     def _busy(self, image_id: str):
-        bucket = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) % _BUSY_BUCKETS
-        with _flock(Path(self.loc.path(f"_s2r/busy/{bucket:03d}.lock"))):
-            yield
+        """Hold the image's claim (:mod:`.claims`); while another owner's live lease holds it, wait
+        up to ``busy_wait_s`` (it is probably committing the image: then there is nothing to do)."""
+        deadline = time.monotonic() + self.busy_wait_s
+        while True:
+            with image_claim(self.loc, image_id, self.owner, lease_s=self.lease_s) as held:
+                if held:
+                    yield
+                    return
+            if self.has(image_id):
+                yield  # committed by the other writer meanwhile: write_sample sees it and stops
+                return
+            if time.monotonic() > deadline:
+                raise SampleBusyError(
+                    f"image {image_id}: another writer holds its lease in {self.loc.url} since more than "
+                    f"{self.busy_wait_s:g} s; left to it (a rerun writes it if that writer died)"
+                )
+            time.sleep(0.5)
 
     def write_sample(
         self,
@@ -292,6 +281,7 @@ class DatasetWriter:
         row: Mapping[str, Any] | None = None,
         *,
         exist_ok: bool = False,
+        slot: int | None = None,
     ) -> int:
         """Validate, write and commit one sample; returns its ``zarr_index``.
 
@@ -300,6 +290,8 @@ class DatasetWriter:
         ``row``: index columns (``schema.ROW_FIELDS_FROM_CALLER``, and optionally ``pose``).
         An already committed id raises :class:`SampleExistsError` unless ``exist_ok`` (then it is
         left as is). Nothing is visible to readers until the index fragment is renamed into place.
+        ``slot``: the slot the coordinator allocated (:func:`allocate_slots`); checked against the
+        manifest (:class:`SlotMismatchError`). Without it, an unallocated id gets the next slot.
         """
         image_id = valid_image_id(image_id)
         sim16, label8, real8, mask8 = self._validate(image_id, sim, label, real, sky_mask, valid_mask)
@@ -313,19 +305,28 @@ class DatasetWriter:
                 raise SampleExistsError(f"image {image_id} is already in {self.loc.url} (pass exist_ok=True to skip)")
             # validate the index row before touching the arrays
             make_index_row(image_id=image_id, city=self.city, zarr_index=0, row=row or {})
-            slot = self._allocate(image_id)
+            slot = self._allocate(image_id, slot)
             levels = [(sim16, label8, real8, mask8)]
             for _ in range(self.levels):
                 levels.append(downsample_sample(*levels[-1]))
             written = []
             for level, (s, l, r, m) in enumerate(levels):
                 sfx = "" if level == 0 else f"_l{level}"
-                for name, data in (("sim", s), ("label", l), ("real", r), ("mask", m)):
-                    self._array(name + sfx, slot + 1)[slot] = data  # one whole shard per write
-                    written.append((name + sfx, data))
+                written += [(name + sfx, data) for name, data in (("sim", s), ("label", l), ("real", r), ("mask", m))]
+            arrays = {name: self._array(name, slot + 1) for name, _ in written}
+
+            def put(item: tuple[str, np.ndarray]) -> None:
+                arrays[item[0]][slot] = item[1]  # one whole shard per write
+
+            list(self._map(put, written))
             if self.verify_writes:
                 self._read_back(image_id, slot, written)
             full = make_index_row(image_id=image_id, city=self.city, zarr_index=slot, row=row or {})
+            if not holds_lease(self.loc, image_id, self.owner):
+                raise SampleBusyError(
+                    f"image {image_id}: this writer's lease in {self.loc.url} expired while writing (slower than "
+                    f"lease_s={self.lease_s:g} s); not committed, another writer may have taken it over"
+                )
             write_index_table(self.loc, f"index.d/{image_id}.parquet", row_table([full]))  # commit
             self._committed.add(image_id)
         return slot
@@ -335,20 +336,37 @@ class DatasetWriter:
         written. With the in-memory checks of :meth:`_validate` (``checks.sample_problems``) and a
         pyramid computed from level 0, this covers what :func:`s2r_data.store.verify` checks per
         sample, so a committed sample needs no second read to be known good."""
-        for name, data in written:
+        arrays = {name: self._array(name, slot + 1) for name, _ in written}
+
+        def get(item: tuple[str, np.ndarray]) -> Any:
             try:
-                got = self._array(name, slot + 1)[slot]
+                return arrays[item[0]][slot]
             except Exception as e:  # noqa: BLE001 - decode errors, missing shards, I/O errors
+                return e
+
+        for (name, data), got in zip(written, self._map(get, written)):
+            if isinstance(got, Exception):
                 raise SampleWriteError(
                     f"image {image_id}: {name} at zarr_index {slot} in {self.loc.url} cannot be read back "
-                    f"({type(e).__name__}: {e}); not committed — check the storage and rerun"
-                ) from e
+                    f"({type(got).__name__}: {got}); not committed — check the storage and rerun"
+                ) from got
             if got.shape != data.shape or not np.array_equal(got, data):
                 n_bad = int((got != data).sum()) if got.shape == data.shape else got.size
                 raise SampleWriteError(
                     f"image {image_id}: {name} at zarr_index {slot} in {self.loc.url} reads back different "
                     f"from what was written ({n_bad} values); not committed — check the storage and rerun"
                 )
+
+    def _map(self, fn, items):
+        """``map`` over a sample's arrays: in threads on object stores (one request each, latency
+        bound), in order locally."""
+        if self.loc.is_local or len(items) < 2:
+            return map(fn, items)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s2r-store-io")
+        return self._pool.map(fn, items)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def compact(self) -> int:
@@ -357,6 +375,9 @@ class DatasetWriter:
 
     def close(self) -> None:
         self._arrays.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def __enter__(self) -> "DatasetWriter":
         return self

@@ -26,7 +26,7 @@ _HARNESS = textwrap.dedent(
     import numpy as np
 
     root, out = sys.argv[1], sys.argv[2]
-    group = zarr.open_group(os.path.join(root, "data.zarr"), mode="r")
+    group = open_arrays(root)
     index = read_committed_index(root)
     ids = index["image_id"].to_pylist()
     samples = [read_sample(group, z) for z in index["zarr_index"].to_pylist()]
@@ -46,12 +46,15 @@ def _documented_reader() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def _read_plainly(tmp_path, url) -> dict:
+def read_plainly(tmp_path, url, env=None) -> dict:
+    """Run the reader of docs/dataset.md on ``url`` (a folder or an fsspec URL) in a fresh
+    interpreter that imports nothing of s2r; returns what it read (ids, slots, every sample)."""
     script = tmp_path / "plain_reader.py"
     script.write_text(_documented_reader() + _HARNESS)
     out = tmp_path / "read.npz"
     # -I: isolated mode (no PYTHONPATH, no user site): the project is importable only via the venv
-    r = subprocess.run([sys.executable, "-I", str(script), str(url), str(out)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-I", str(script), str(url), str(out)], capture_output=True, text=True,
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     with np.load(out) as z:
         return {k: z[k] for k in z.files}
@@ -75,7 +78,7 @@ def test_plain_zarr_and_pyarrow_read_exactly_the_committed_samples(tmp_path):
     committed = ids + ["late"]
     assert sorted(open_dataset(url).image_ids) == sorted(committed)
 
-    got = _read_plainly(tmp_path, url)
+    got = read_plainly(tmp_path, url)
     assert list(got["ids"]) == committed  # sorted by slot: 0..4, then "late" in slot 6
     assert int(got["slots"]) > len(committed)  # more slots than samples
     assert int(got["committed_attr"]) == 5  # at the last compaction
@@ -94,4 +97,4 @@ def test_plain_zarr_and_pyarrow_read_exactly_the_committed_samples(tmp_path):
     assert sorted(t.column("image_id").to_pylist()) == sorted(committed)
     attrs = json.loads((url / "data.zarr" / "zarr.json").read_text())["attributes"]["s2r_dataset"]
     assert attrs["committed_samples"] == t.num_rows == 6
-    assert list(_read_plainly(tmp_path, url)["ids"]) == committed
+    assert list(read_plainly(tmp_path, url)["ids"]) == committed

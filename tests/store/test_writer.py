@@ -219,19 +219,27 @@ def test_reads_through_fsspec_urls(tmp_path):
         fs.rm("/s2r-test-ds", recursive=True)
 
 
-def test_torn_slot_log_line_is_ignored(tmp_path):
-    """A crash in the middle of appending to the allocation log leaves a torn last line; it must
-    never be read as an allocation (it could name a slot another image owns)."""
+def test_a_store_with_the_legacy_slot_log_keeps_its_slots(tmp_path):
+    """Stores written before the slot manifest allocated under a lock into ``_s2r/slots.log``; the
+    first allocation imports it (and the committed rows) as manifest segment 0: committed samples
+    and allocated-but-uncommitted ids keep their slots, and a torn last line (a crash while
+    appending) is never read as an allocation (it could name a slot another image owns)."""
+    import shutil
+
     url = tmp_path / "ds"
     with DatasetWriter(url, height=H, width=W, city="c") as w:
         _write(w, "a", 0)
         _write(w, "b", 1)
-    with open(url / "_s2r" / "slots.log", "ab") as fh:
-        fh.write(b"c 0")  # torn: "c 2 ;\n" cut short
+    shutil.rmtree(url / "_s2r" / "slots")  # as the earlier code left it: a log, no manifest
+    (url / "_s2r" / "slots.log").write_bytes(b"a 0 ;\nb 1 ;\nx 2 ;\nc 0")  # x: crashed before its commit
+    assert verify(url).ok
     with DatasetWriter(url, height=H, width=W, city="c") as w:
-        assert _write(w, "c", 2) == 2
-        assert _write(w, "d", 3) == 3
-    assert (url / "_s2r" / "slots.log").read_text().splitlines()[2:] == ["c 0", "c 2 ;", "d 3 ;"]
+        assert _write(w, "c", 2) == 3  # after x's slot, not slot 0 from the torn line
+        assert _write(w, "x", 3) == 2  # the crashed id reuses its slot
+    segments = sorted(p.name for p in (url / "_s2r" / "slots").iterdir())
+    assert segments == ["00000000.json", "00000001.json"]
+    ds = open_dataset(url)
+    assert dict(zip(ds.image_ids, ds.index.column("zarr_index").to_pylist())) == {"a": 0, "b": 1, "x": 2, "c": 3}
     assert verify(url).ok
 
 
