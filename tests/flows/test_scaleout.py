@@ -185,7 +185,7 @@ def test_a_dask_worker_killed_mid_render(tmp_path, s3, dask):
     # Blender workers kept by live Dask workers stop when those workers close
     kept = [c for p in client.run(os.getpid).values() for c in _blender_children(p)]
     assert kept
-    client.restart()
+    client.restart(wait_for_workers=False)  # only the old workers must stop; new ones may start slowly under load
     assert not _wait_dead(kept)
 
 
