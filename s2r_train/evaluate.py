@@ -44,7 +44,7 @@ from .metrics import l1, psnr, ssim
 from .panorama import DEFAULT_PANO_METHOD, PANO_METHODS, PanoPasses, translate_panorama
 
 __all__ = ["EvalReport", "evaluate", "write_eval_outputs", "format_table", "log_tensorboard", "evaluate_checkpoint",
-           "EVAL_SPLITS", "BASELINES"]
+           "held_out_splits", "EVAL_SPLITS", "BASELINES"]
 
 EVAL_SPLITS = ("val", "test")
 BASELINES = ("class_mean", "nearest_neighbour")
@@ -216,9 +216,10 @@ def _evaluate_crops(url: str, split: str, generators: Mapping[str, nn.Module], c
     result: dict[str, Any] = {"num_panoramas": len(ds), "num_crops": done, "skipped_nonfinite": skipped,
                               "crop_size": config.data.crop_size, "subjects": scores.means()}
     if n_fid >= 2 and len(fid_images.get("photo", [])) >= 2:
-        feats_real = extract_features(inception, fid_images["photo"], batch_size=16)
+        dev = next(inception.parameters(), torch.empty(0)).device
+        feats_real = extract_features(inception, fid_images["photo"], batch_size=16, device=dev)
         for name in preds:
-            feats = extract_features(inception, fid_images[name], batch_size=16)
+            feats = extract_features(inception, fid_images[name], batch_size=16, device=dev)
             kid, kid_std = kid_from_features(feats_real, feats, num_subsets=50,
                                              subset_size=min(1000, max(2, len(feats) // 2)), seed=ecfg.crop_seed)
             result["subjects"][name].update(fid=fid_from_features(feats_real, feats), kid=kid, kid_std=kid_std)
@@ -272,7 +273,8 @@ def _evaluate_panoramas(url: str, split: str, generators: Mapping[str, nn.Module
     return result, (_labelled_grid(grid_rows, titles) if grid_rows else None)
 
 
-def _splits_present(url: str) -> list[str]:
+def held_out_splits(url: str) -> list[str]:
+    """The held-out splits (of ``EVAL_SPLITS``) the store at ``url`` has samples in."""
     from s2r_data.store import open_dataset
 
     have = set(open_dataset(url).index.column("split").to_pylist())
@@ -290,7 +292,7 @@ def evaluate(url: str, generators: Mapping[str, nn.Module], config: Config, *, e
     ecfg = eval_config or config.eval
     url = str(url)
     t0 = time.perf_counter()
-    splits = tuple(splits) if splits is not None else tuple(_splits_present(url))
+    splits = tuple(splits) if splits is not None else tuple(held_out_splits(url))
     if not splits:
         raise ValueError(f"{url}: no held-out split to evaluate on (expected one of {EVAL_SPLITS}); "
                          "assign splits first (s2r_train.splits.assign_splits)")
@@ -300,7 +302,8 @@ def evaluate(url: str, generators: Mapping[str, nn.Module], config: Config, *, e
     if inception is None and ecfg.fid_crops:
         from .fid import InceptionFeatures
 
-        inception = InceptionFeatures()
+        first = next(iter(generators.values()), None)
+        inception = InceptionFeatures().to(_generator_device(first) if first is not None else "cpu")
     timings = {"baselines": time.perf_counter() - t0}
     metrics: dict[str, Any] = {
         "format": FORMAT, "dataset": url, "generators": list(generators), "baselines": list(BASELINES),

@@ -758,13 +758,21 @@ class Trainer:
 
     def _note_quarantined(self, batch: Mapping[str, Any]) -> None:
         """Collect the damaged samples the dataset reported in this batch (``meta["quarantined"]``);
-        list new ones in ``quarantine.txt``, log them, stop past ``max_quarantined_fraction``."""
-        reported = (batch.get("meta") or {}).get("quarantined")
-        if not reported:
-            return
+        list new ones in ``quarantine.txt``, log them, stop past ``max_quarantined_fraction``.
+        Multi-process: what any rank found is shared with all (every rank calls this every step;
+        one integer all-reduce, plus a gather in the rare step that found something), so all
+        ranks keep the same list and stop together."""
+        reported = (batch.get("meta") or {}).get("quarantined") or []
         if isinstance(reported, str):
             reported = [reported]
         new = sorted({i for entry in reported for i in str(entry).split() if i} - set(self.quarantined))
+        if self.dist.enabled:
+            found = torch.tensor([len(new)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(found)
+            if int(found.item()):
+                everyone: list[list[str] | None] = [None] * self.dist.world_size
+                dist.all_gather_object(everyone, new)
+                new = sorted(set().union(*(set(x or []) for x in everyone)) - set(self.quarantined))
         if not new:
             return
         self.quarantined += new
@@ -861,7 +869,7 @@ class Trainer:
         url = self.dataset_url
         if not self.config.eval.at_end or url is None or url.startswith("synthetic://"):
             return None
-        from .evaluate import _splits_present, evaluate, format_table, log_tensorboard, write_eval_outputs
+        from .evaluate import evaluate, format_table, held_out_splits, log_tensorboard, write_eval_outputs
 
         out_dir = self.run_dir / "eval"
         try:
@@ -870,7 +878,7 @@ class Trainer:
             previous = {}
         if previous.get("step") == self.step:
             return {"metrics": str(out_dir / "metrics.json"), "table": str(out_dir / "metrics.md"), "reused": True}
-        if not _splits_present(url):
+        if not held_out_splits(url):
             self._print(f"evaluation skipped: {url} has no val/test split")
             return None
         generators = {"model_ema": self.G_ema} if self.G_ema is not None else {}
