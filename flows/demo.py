@@ -4,9 +4,13 @@
    store → index → verify → report), Prefect in ephemeral mode (no server; its database lives
    in ``outputs/demo/prefect``); the sample city's registry entry names its replay content, so
    the flow serves it itself on 127.0.0.1 (a stand-in for Mapillary, no token);
-2. runs the ``train`` flow for a few minutes on the CPU (the ``tiny`` config; a short first run
-   measures the machine's speed, further resumed runs fill the rest of ``--train-minutes``);
-3. translates one rendered panorama with the trained generator;
+2. runs the ``train`` flow on the CPU with the ``demo`` recipe for a fixed amount of work
+   (``DEMO_TRAIN_STEPS`` optimizer steps, ≈ 5 minutes on a quiet 2-core machine; a fixed step
+   count, not a time limit, so results do not depend on how busy the machine is); the run ends
+   with an evaluation against the class-mean and nearest-neighbour baselines, whose table the
+   demo prints;
+3. translates one held-out panorama with the trained generator (tiled perspective views) and
+   stacks render | translation | photo;
 4. prints where everything is.
 
 No token, no network, no GPU needed. Rerunning reuses the dataset (nothing is harvested,
@@ -16,6 +20,7 @@ rendered or written again) and continues training from the newest checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -26,11 +31,12 @@ from .prefect_env import use_local_prefect
 
 REPO = Path(__file__).resolve().parent.parent
 
-# the tiny preset trains 2 epochs; the demo trains by step count instead (few samples, so
-# checkpoint and validate every 5 epochs rather than after each one)
-DEMO_TRAIN_OVERRIDES = ("train.epochs=100000", "train.checkpoint_every_epochs=5")
-PROBE_STEPS = 12
-MAX_TRAIN_RUNS = 4
+DEMO_CONFIG = "demo"  # s2r_train/configs/demo.yaml: chosen by measurement (docs/benchmarks-train.md)
+# The demo's training budget as work, not time: the demo recipe costs ≈ 0.1 s of CPU per step in
+# the training process (one torch thread; the loader worker has the other core), measured with
+# time.process_time, which does not grow with other processes' load; 2,800 steps ≈ 5 minutes on a
+# quiet 2-core machine. benchmarks/train_quality.py measures it again (demo_cpu_s_per_step).
+DEMO_TRAIN_STEPS = 2800
 
 _T0 = time.perf_counter()
 
@@ -44,21 +50,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "demo", help="everything goes here (default outputs/demo)")
     ap.add_argument("--width", type=int, default=None, help="panorama width in px (height = width/2); default: the city's (1024)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many panoramas (default: all of the sample city)")
-    ap.add_argument("--train-minutes", type=float, default=5.0, help="CPU training time of the tiny GAN (default 5)")
-    ap.add_argument("--train-steps", type=int, default=None, help="train this many steps instead of --train-minutes")
+    ap.add_argument("--train-steps", type=int, default=DEMO_TRAIN_STEPS,
+                    help=f"optimizer steps of the demo recipe (default {DEMO_TRAIN_STEPS}, ≈ 5 min on a quiet 2-core machine)")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
     args = ap.parse_args(argv)
     if args.width is not None and (args.width < 16 or args.width % 4):
         ap.error(f"--width {args.width}: must be a multiple of 4, >= 16")
-    if args.train_steps is not None and args.train_steps < 1:
+    if args.train_steps < 1:
         ap.error("--train-steps must be >= 1")
-    if args.train_minutes <= 0:
-        ap.error("--train-minutes must be > 0")
     return args
 
 
 def translate_one(checkpoint: Path, npz: Path, out_dir: Path) -> list[Path]:
-    """Translate one rendered panorama (``<id>.npz``) into a photo-like PNG with the generator."""
+    """Translate one rendered panorama (``<id>.npz``) into a photo-like PNG with the generator
+    (``s2r-train infer``: EMA weights, the default panorama method)."""
     from .train import run_logged
 
     staging = out_dir / "_input"
@@ -95,6 +100,34 @@ def comparison_png(store_url: str, image_id: str, translated_png: Path, out_png:
     return out_png
 
 
+def held_out_render(store_url: str, render_dir: Path) -> Path:
+    """The render of the first visualisation (else val) sample: a panorama the model never saw."""
+    from s2r_data.store import open_dataset
+
+    index = open_dataset(store_url).index.to_pydict()
+    order = sorted(range(len(index["image_id"])), key=lambda i: (
+        index["vis_index"][i] is None, index["vis_index"][i] or 0, index["split"][i] != "val", index["image_id"][i]))
+    for i in order:
+        path = render_dir / f"{index['image_id'][i]}.npz"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{render_dir}: no render of the dataset's samples")
+
+
+def print_eval_table(run_dir: Path) -> None:
+    """The comparison table of the run's final evaluation (``eval/metrics.md``)."""
+    from s2r_train.evaluate import format_table
+
+    try:
+        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    except (OSError, ValueError):
+        print("  (no evaluation found in the run directory)")
+        return
+    print(f"model (EMA and raw weights) vs baselines at step {metrics.get('step')}; lower L1 / FID / KID and "
+          "higher PSNR / SSIM are better; baselines fitted on the train split only:\n")
+    print(format_table(metrics), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
@@ -125,42 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         from .train import last_logged_step, train
 
         run_dir = out / "runs" / "sample"
-        start = last_logged_step(run_dir)
-        t_train = time.perf_counter()
-
-        def train_to(step: int) -> dict:
-            return train(dataset=summary["store_url"], config="tiny", run_dir=str(run_dir), resume=True,
-                         max_steps=step, overrides=list(DEMO_TRAIN_OVERRIDES), allow_cpu=True)
-
-        if args.train_steps is not None:
-            say(f"flow train: tiny sim→real GAN on the CPU, up to step {start + args.train_steps}")
-            train_result = train_to(start + args.train_steps)
-        else:
-            # a short first run measures this machine; each further (resumed) run is sized from
-            # the last one's speed to fill the budget (startup overhead makes early estimates slow)
-            budget_s = args.train_minutes * 60
-            say(f"flow train: tiny sim→real GAN on the CPU for ~{args.train_minutes:g} min "
-                f"(a {PROBE_STEPS}-step run first measures this machine's speed)")
-            target, steps, t_run = start + PROBE_STEPS, PROBE_STEPS, time.perf_counter()
-            train_result = train_to(target)
-            for _ in range(MAX_TRAIN_RUNS - 1):
-                s_per_step = (time.perf_counter() - t_run) / steps
-                remaining_s = budget_s - (time.perf_counter() - t_train)
-                steps = int(remaining_s / s_per_step)
-                if steps < 5:
-                    break
-                target += steps
-                say(f"{s_per_step:.2f} s/step: flow train again (resumes), up to step {target}")
-                t_run = time.perf_counter()
-                train_result = train_to(target)
+        target = last_logged_step(run_dir) + args.train_steps  # a rerun continues training
+        say(f"flow train: the '{DEMO_CONFIG}' recipe on the CPU up to step {target} (a fixed amount of work, "
+            f"≈ 5 min on a quiet 2-core machine), then evaluation against the baselines")
+        train_result = train(dataset=summary["store_url"], config=DEMO_CONFIG, run_dir=str(run_dir), resume=True,
+                             max_steps=target, allow_cpu=True)
+        say("evaluation on the held-out (val) panoramas")
+        print_eval_table(run_dir)
         ckpts = [Path(p) for p in train_result["checkpoints"] if "checkpoint-" in Path(p).name]
         if ckpts:
-            renders = sorted((out / "sample" / "renders" / f"w{summary['width']}").glob("*.npz"))
-            say(f"translating rendered panorama {renders[0].stem} with {ckpts[-1].name}")
-            translated = translate_one(ckpts[-1], renders[0], out / "translated")
+            render = held_out_render(summary["store_url"], out / "sample" / "renders" / f"w{summary['width']}")
+            say(f"translating held-out panorama {render.stem} with {ckpts[-1].name}")
+            translated = translate_one(ckpts[-1], render, out / "translated")
             if translated:
-                translated.append(comparison_png(summary["store_url"], renders[0].stem, translated[0],
-                                                 out / "translated" / f"{renders[0].stem}-render-translation-photo.png"))
+                translated.append(comparison_png(summary["store_url"], render.stem, translated[0],
+                                                 out / "translated" / f"{render.stem}-render-translation-photo.png"))
 
     say("done. Where everything is:")
     city_dir = out / "sample" / "city_model"
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             ("training run", train_result["run_dir"]),
             ("TensorBoard", f"tensorboard --logdir {train_result['run_dir']}"),
             ("newest checkpoint", (train_result["checkpoints"] or ["-"])[-1]),
+            ("evaluation vs baselines", str(Path(train_result["run_dir"]) / "eval" / "metrics.md")),
         ]
     rows += [("translated panorama" if i == 0 else "render | translation | photo", str(p)) for i, p in enumerate(translated)]
     rows.append(("Prefect database (ephemeral)", os.environ.get("PREFECT_HOME", "-")))

@@ -27,6 +27,7 @@ __all__ = [
     "city_model_report",
     "report_markdown",
     "write_report_files",
+    "evaluation_markdown",
 ]
 
 
@@ -174,3 +175,24 @@ def write_report_files(summary: Mapping[str, Any], report_dir: str | Path, markd
     md = atomic_write_text(report_dir / "report.md", markdown)
     js = atomic_write_text(report_dir / "report.json", json.dumps(summary, indent=2, sort_keys=True, default=str))
     return md, js
+
+
+def evaluation_markdown(eval_dir: str | Path, *, image_base_url: str | None = None) -> list[str]:
+    """The training report's section on a run's final evaluation (``<run_dir>/eval``, written by
+    ``s2r_train.evaluate``): the model-vs-baselines table and the image grids (render |
+    class-mean | nearest-neighbour | model | photo), as links under ``image_base_url`` or as paths
+    on the worker. Empty when the run has no evaluation."""
+    from s2r_train.evaluate import format_table
+
+    eval_dir = Path(eval_dir)
+    try:
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    lines = ["", f"## Evaluation against baselines (step {metrics.get('step', '?')})", "",
+             "Baselines fitted on the train split only; crops from a fixed seed.", "", format_table(metrics)]
+    for grid in sorted(eval_dir.glob("*.png")):
+        title = f"{grid.stem}: render | class-mean | nearest-neighbour | model | photo"
+        lines += [f"![{title}]({image_base_url.rstrip('/')}/{grid.name})" if image_base_url else
+                  f"- {title}: `{grid}`"]
+    return lines

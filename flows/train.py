@@ -19,6 +19,8 @@ from typing import Any, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from .report import evaluation_markdown
+
 __all__ = ["train", "resolve_config", "train_command", "run_logged", "MetricsWatcher", "last_logged_step", "TrainingFailedError"]
 
 
@@ -144,7 +146,10 @@ def last_logged_step(run_dir: str | Path) -> int:
 
 
 class MetricsWatcher(threading.Thread):
-    """Logs the trainer's progress (last line of ``run_dir/metrics.jsonl``) every ``every_s``."""
+    """Logs the trainer's progress every ``every_s``: the newest record that THIS run appended to
+    ``run_dir/metrics.jsonl`` (records of earlier runs in the same run dir, present when the
+    watcher starts, are never shown: a resumed run's first line is its own). Steps are optimizer
+    steps, as ``max_steps``; the images seen are named."""
 
     def __init__(self, run_dir: Path, log_line, every_s: float = 20.0, max_steps: int | None = None):
         super().__init__(name="train-metrics-watcher", daemon=True)
@@ -152,10 +157,18 @@ class MetricsWatcher(threading.Thread):
         self.log_line, self.every_s, self.max_steps = log_line, every_s, max_steps
         self.stop = threading.Event()
         self._last_step: int | None = None
+        try:
+            self._offset = self.path.stat().st_size  # earlier runs' records end here
+        except OSError:
+            self._offset = 0
 
     def poll(self) -> None:
         try:
-            lines = self.path.read_text().splitlines()
+            with open(self.path, "rb") as fh:
+                if fh.seek(0, os.SEEK_END) < self._offset:  # replaced by a shorter file: read it all
+                    self._offset = 0
+                fh.seek(self._offset)
+                lines = fh.read().decode("utf-8", errors="replace").splitlines()
         except OSError:
             return
         for line in reversed(lines):
@@ -170,7 +183,8 @@ class MetricsWatcher(threading.Thread):
             of = f"/{self.max_steps}" if self.max_steps else ""
             keys = ("loss_g", "loss_d", "l1", "psnr")
             vals = ", ".join(f"{k} {rec[k]:.3f}" for k in keys if isinstance(rec.get(k), (int, float)))
-            self.log_line(f"step {step}{of} (epoch {rec.get('epoch')}, {rec.get('split', '?')}): {vals}")
+            seen = f"{rec['nimg']} images, " if isinstance(rec.get("nimg"), int) else ""
+            self.log_line(f"step {step}{of} ({seen}epoch {rec.get('epoch')}, {rec.get('split', '?')}): {vals}")
             return
 
     def run(self) -> None:
@@ -178,7 +192,13 @@ class MetricsWatcher(threading.Thread):
             self.poll()
 
 
-@task(name="train-model", tags=["gpu"])
+def device_tags(device: str) -> list[str]:
+    """Tags of the training task run: ``gpu`` when it trains on CUDA (see :func:`training_device`),
+    else ``cpu``, so a tag concurrency limit on ``gpu`` counts only trainings that hold a GPU."""
+    return ["gpu"] if device == "cuda" else ["cpu"]
+
+
+@task(name="train-model")
 def train_task(
     config: str, dataset: str, run_dir: str, resume: bool, max_steps: int | None, overrides: list[str], device: str | None = None
 ) -> dict[str, Any]:
@@ -278,7 +298,8 @@ def train(
     if device == "cpu":
         overrides += _cpu_overrides(cfg, overrides)
     run_path = Path(run_dir) if run_dir else default_run_dir(dataset)
-    result = train_task(str(cfg), dataset, str(run_path), resume, max_steps, overrides, device)
+    result = train_task.with_options(tags=device_tags(device))(str(cfg), dataset, str(run_path), resume, max_steps,
+                                                             overrides, device)
     lines = [
         f"# Training run `{result['run_dir']}`",
         "",
@@ -286,6 +307,6 @@ def train(
         f"- config: `{cfg}`",
         f"- checkpoints: {len(result['checkpoints'])} (newest `{result['checkpoints'][-1] if result['checkpoints'] else '-'}`)",
         f"- TensorBoard: `tensorboard --logdir {result['run_dir']}`",
-    ]
+    ] + evaluation_markdown(Path(result["run_dir"]) / "eval")
     create_markdown_artifact("\n".join(lines) + "\n", key="train-run", description="training run outputs")
     return result

@@ -1,8 +1,9 @@
-"""``python -m s2r_train {train,infer,fid}`` (also the ``s2r-train`` script).
+"""``python -m s2r_train {train,eval,infer,fid}`` (also the ``s2r-train`` script).
 
     python -m s2r_train train --config s2r_train/configs/s2r.yaml --dataset URL --run-dir DIR \
         [--resume [PATH]] [--no-resume] [--max-steps N] [--set train.lr_g=2e-4 ...] [--dry-run]
     torchrun --standalone --nproc_per_node=8 -m s2r_train train ...      (same script and config)
+    python -m s2r_train eval --checkpoint CKPT --dataset URL [--out DIR]   (model vs class-mean / nearest-neighbour)
     python -m s2r_train infer --checkpoint CKPT --input RENDER_DIR|URL --out DIR [--mode panorama|views]
     python -m s2r_train fid --real DIR --fake DIR
 
@@ -21,7 +22,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s2r_train", description="s2r sim→real GAN: train, infer, FID/KID")
+    p = argparse.ArgumentParser(prog="python -m s2r_train", description="s2r sim→real GAN: train, eval, infer, FID/KID")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a generator (resumes from the run dir)")
@@ -38,13 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--no-progress", action="store_true")
 
+    e = sub.add_parser("eval", help="score a checkpoint (EMA and raw weights) against the class-mean and "
+                                    "nearest-neighbour baselines on the held-out splits")
+    e.add_argument("--checkpoint", required=True, type=Path)
+    e.add_argument("--dataset", required=True, metavar="URL", help="dataset store with train and val (test) splits")
+    e.add_argument("--out", type=Path, default=None,
+                   help="metrics.json, metrics.md and image grids (default: <run dir>/eval of the checkpoint)")
+    e.add_argument("--crops-per-panorama", type=int, default=None, help="default: the run's eval.crops_per_panorama")
+    e.add_argument("--fid-crops", type=int, default=None, help="crops in the FID/KID sets (0 = none)")
+    e.add_argument("--crop-seed", type=int, default=None, help="seed of the fixed crops (default: eval.crop_seed)")
+    e.add_argument("--pano-width", type=int, default=None, help="whole-panorama width (default: the crops' resolution)")
+    e.add_argument("--no-panoramas", action="store_true", help="score crops only")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--no-progress", action="store_true")
+
     i = sub.add_parser("infer", help="translate rendered passes into photo-like PNGs")
     i.add_argument("--checkpoint", required=True, type=Path)
     i.add_argument("--input", required=True, help="render output dir (*.npz) or dataset URL")
     i.add_argument("--out", required=True, type=Path)
     i.add_argument("--mode", choices=["panorama", "views"], default="panorama")
-    i.add_argument("--tile", type=int, default=None, help="tile size (px) for tiled panorama inference")
-    i.add_argument("--overlap", type=int, default=32)
+    i.add_argument("--pano-method", choices=["tiled", "direct"], default=None,
+                   help="panorama mode: tiled = overlapping perspective views blended back (what the generator "
+                        "was trained on), direct = the equirect image through G at once (default: "
+                        "s2r_train.panorama.DEFAULT_PANO_METHOD, the better one on the sample city's val panoramas)")
+    i.add_argument("--tile", type=int, default=None,
+                   help="direct method only: translate in windows of this size (px) to bound memory")
+    i.add_argument("--overlap", type=int, default=32, help="direct method windows: overlap (px)")
     i.add_argument("--pano-width", type=int, default=None,
                    help="panorama mode: translate at this width (default: the training crops' angular resolution)")
     i.add_argument("--yaw-deg", type=float, nargs="+", default=[0.0, 90.0, 180.0, 270.0])
@@ -106,14 +126,33 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, format_table
+
+    overrides = {k: v for k, v in {"crops_per_panorama": args.crops_per_panorama, "fid_crops": args.fid_crops,
+                                   "crop_seed": args.crop_seed, "pano_width": args.pano_width}.items() if v is not None}
+    if args.no_panoramas:
+        overrides["panoramas"] = False
+    if not args.checkpoint.is_file():
+        print(f"checkpoint {args.checkpoint} not found", file=sys.stderr)
+        return 2
+    report, paths = evaluate_checkpoint(args.checkpoint, args.dataset, out_dir=args.out, device=args.device,
+                                        progress=not args.no_progress, overrides=overrides)
+    print(format_table(report.metrics))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _infer(args: argparse.Namespace) -> int:
     from .infer import infer_dataset, infer_render_dir, load_generator
+    from .panorama import DEFAULT_PANO_METHOD
 
     G, config = load_generator(args.checkpoint, use_ema=not args.no_ema, device=args.device)
     src = Path(args.input)
     if src.is_dir() and any(src.glob("*.npz")):
-        written = infer_render_dir(G, config, src, args.out, mode=args.mode, tile=args.tile, overlap=args.overlap,
-                                   pano_width=args.pano_width,
+        written = infer_render_dir(G, config, src, args.out, mode=args.mode,
+                                   pano_method=args.pano_method or DEFAULT_PANO_METHOD,
+                                   tile=args.tile, overlap=args.overlap, pano_width=args.pano_width,
                                    yaws_deg=args.yaw_deg, pitch_deg=args.pitch_deg, fov_deg=args.fov_deg,
                                    size=args.size, device=args.device)
     else:
@@ -139,4 +178,4 @@ def _fid(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": _train, "infer": _infer, "fid": _fid}[args.command](args)
+    return {"train": _train, "eval": _eval, "infer": _infer, "fid": _fid}[args.command](args)

@@ -5,7 +5,15 @@ docs/architecture.md): 0-2 DiffCol [0, 1], 3-5 world Normal (``local_m``: x east
 z up) [−1, 1], 6 depth mapped to [0, 1] linearly over ``depth_range_m``, sky 0.
 
 Output layout: DiffCol (3), Normal (3, world or crop camera frame), depth (1, encoded),
-[sky mask (1)], [one-hot labels (num_classes)].
+[sky mask (1)], [view direction (3)], [one-hot labels (num_classes)].
+
+View direction (``view_direction``): each pixel's unit viewing ray in ``local_m`` (x east, y north,
+z up), from the crop's yaw/pitch/FOV and the panorama's pose (:func:`crop_view_rays_world`; whole
+panoramas: :func:`pano_view_rays_world`). Sky has no other input, and its brightness depends on
+where the ray points (elevation, the sun's side), so this channel is what lets a generator paint
+a sky better than its mean colour. Flipped items get the camera's own rays (the mirrored-world
+convention of the normals); the sun is not mirrored with them, so recipes that rely on this
+channel train without flips.
 
 Crop camera convention (``cam_opensfm``: x right, y down, z forward), matching
 ``s2r_data.equirect`` and ``s2r_train.crops.crop_rotation``: yaw > 0 turns right, pitch > 0
@@ -27,7 +35,8 @@ from .config import ConditioningConfig
 
 __all__ = [
     "depth_m_from_unit", "unit_from_depth_m", "encode_depth", "R_pano_to_crop_opensfm",
-    "R_WORLD_TO_PANO_NORTH_OPENSFM", "normals_world_to_crop", "encode_condition",
+    "R_WORLD_TO_PANO_NORTH_OPENSFM", "normals_world_to_crop", "crop_view_rays_world", "pano_view_rays_world",
+    "encode_condition",
     "condition_from_batch", "sim_from_render_passes",
 ]
 
@@ -90,13 +99,51 @@ def normals_world_to_crop(normal_world: torch.Tensor, *, yaw_deg: torch.Tensor, 
     return torch.einsum("bij,bjhw->bihw", R, normal_world.float())
 
 
+def _R_world_to_pano(R_world_to_pano_opensfm: torch.Tensor | None, b: int, device) -> torch.Tensor:
+    if R_world_to_pano_opensfm is None:
+        return torch.as_tensor(R_WORLD_TO_PANO_NORTH_OPENSFM, dtype=torch.float32, device=device).expand(b, 3, 3)
+    return R_world_to_pano_opensfm.float().reshape(b, 3, 3).to(device)
+
+
+def crop_view_rays_world(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, fov_deg: torch.Tensor, out_hw: tuple[int, int],
+                         R_world_to_pano_opensfm: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) crop angles (degrees; FOV horizontal, square pixels) → (B,3,h,w) unit viewing rays of
+    the crop pixels in ``local_m`` (crop pixel (i, j) looks along ((j − (w−1)/2)/f, (i − (h−1)/2)/f, 1)
+    in the crop's ``cam_opensfm``, f = (w/2)/tan(fov/2), as ``s2r_train.crops``)."""
+    yaw, pitch, fov = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (yaw_deg, pitch_deg, fov_deg))
+    b = max(yaw.numel(), pitch.numel(), fov.numel())
+    yaw, pitch, fov = yaw.expand(b), pitch.expand(b), fov.expand(b)
+    h, w = out_hw
+    dev = yaw.device
+    f = (w / 2) / torch.tan(torch.deg2rad(fov.double()) / 2)  # (B,)
+    xs = (torch.arange(w, dtype=torch.float64, device=dev) - (w - 1) / 2)[None, None, :] / f[:, None, None]
+    ys = (torch.arange(h, dtype=torch.float64, device=dev) - (h - 1) / 2)[None, :, None] / f[:, None, None]
+    rays = torch.stack(torch.broadcast_tensors(xs, ys, torch.ones_like(xs)), 1)  # (B,3,h,w) crop frame
+    rays = rays / rays.norm(dim=1, keepdim=True)
+    R = (R_pano_to_crop_opensfm(yaw, pitch).to(dev) @ _R_world_to_pano(R_world_to_pano_opensfm, b, dev)).double()
+    return torch.einsum("bji,bjhw->bihw", R, rays).float()  # Rᵀ: crop → world
+
+
+def pano_view_rays_world(height: int, width: int, R_world_to_pano_opensfm: torch.Tensor | None = None, *,
+                         batch: int = 1) -> torch.Tensor:
+    """(B,3,H,W) unit viewing rays of equirect pixels (``s2r_data.equirect``) in ``local_m``."""
+    from s2r_data.equirect import pixel_to_bearing
+
+    py, px = np.mgrid[0:height, 0:width]
+    b_pano = torch.as_tensor(pixel_to_bearing(px, py, width, height), dtype=torch.float32)  # (H,W,3)
+    R = _R_world_to_pano(R_world_to_pano_opensfm, batch, "cpu")
+    return torch.einsum("bji,hwj->bihw", R, b_pano)
+
+
 def encode_condition(sim: torch.Tensor, *, sky: torch.Tensor | None = None, label: torch.Tensor | None = None,
                      yaw_deg: torch.Tensor | None = None, pitch_deg: torch.Tensor | None = None,
                      R_world_to_pano_opensfm: torch.Tensor | None = None,
                      depth_encoding: str = "linear", depth_range_m: tuple[float, float] = (0.0, 200.0),
                      depth_min_m: float = 1.0, sky_channel: bool = False, normals_frame: str = "world",
-                     label_onehot: bool = False, num_classes: int = 7) -> torch.Tensor:
-    """(B,7,h,w) sim batch → (B,C,h,w) generator input (fp32)."""
+                     label_onehot: bool = False, num_classes: int = 7,
+                     view_dirs_world: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,7,h,w) sim batch → (B,C,h,w) generator input (fp32). ``view_dirs_world`` (B,3,h,w):
+    appended after the sky channel when given (:func:`crop_view_rays_world`)."""
     sim = sim.float()
     if sky is None:
         sky = torch.zeros_like(sim[:, 6:7])
@@ -112,6 +159,8 @@ def encode_condition(sim: torch.Tensor, *, sky: torch.Tensor | None = None, labe
     parts = [sim[:, 0:3], normal, depth]
     if sky_channel:
         parts.append(sky)
+    if view_dirs_world is not None:
+        parts.append(view_dirs_world.to(sim.device).float())
     if label_onehot:
         if label is None:
             raise ValueError("label_onehot needs the batch's label map")
@@ -132,15 +181,22 @@ def condition_from_batch(batch: Mapping[str, Any], cfg: ConditioningConfig, devi
                 return torch.as_tensor(v).to(device)
         return None
 
+    sim = batch["sim"].to(device, non_blocking=True)
+    yaw, pitch = meta_tensor("yaw_deg"), meta_tensor("pitch_deg")
+    R = meta_tensor("R_world_to_pano_opensfm", "R_world_to_cam_opensfm")
+    rays = None
+    if cfg.view_direction:
+        fov = meta_tensor("fov_deg")
+        if yaw is None or pitch is None or fov is None:
+            raise ValueError("network.conditioning.view_direction needs yaw_deg, pitch_deg and fov_deg in the batch meta")
+        rays = crop_view_rays_world(yaw, pitch, fov, tuple(sim.shape[-2:]), R)
     return encode_condition(
-        batch["sim"].to(device, non_blocking=True),
-        sky=batch["sky"].to(device, non_blocking=True) if "sky" in batch else None,
+        sim, sky=batch["sky"].to(device, non_blocking=True) if "sky" in batch else None,
         label=batch["label"].to(device, non_blocking=True) if cfg.label_onehot else None,
-        yaw_deg=meta_tensor("yaw_deg"), pitch_deg=meta_tensor("pitch_deg"),
-        R_world_to_pano_opensfm=meta_tensor("R_world_to_pano_opensfm", "R_world_to_cam_opensfm"),
+        yaw_deg=yaw, pitch_deg=pitch, R_world_to_pano_opensfm=R,
         depth_encoding=cfg.depth_encoding, depth_range_m=cfg.depth_range_m, depth_min_m=cfg.depth_min_m,
         sky_channel=cfg.sky_channel, normals_frame=cfg.normals_frame, label_onehot=cfg.label_onehot,
-        num_classes=cfg.num_classes)
+        num_classes=cfg.num_classes, view_dirs_world=rays)
 
 
 def sim_from_render_passes(diffcol: np.ndarray, normal: np.ndarray, depth_m: np.ndarray, sky_mask: np.ndarray,

@@ -1,4 +1,4 @@
-"""Training configuration: one YAML with ``network``, ``train`` and ``data`` blocks.
+"""Training configuration: one YAML with ``network``, ``train``, ``data`` and ``eval`` blocks.
 
 The YAML is parsed into frozen, keyword-only dataclasses and validated on load. Every error
 names the bad key by its dotted path (``train.lr_g``) and says what was expected, so a typo
@@ -28,6 +28,7 @@ __all__ = [
     "NetworkConfig",
     "TrainConfig",
     "DataConfig",
+    "EvalConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -71,6 +72,7 @@ class ConditioningConfig:
     normals_frame: Literal["world", "camera"] = "world"  # rotate normals into the crop camera frame
     label_onehot: bool = False  # append the class-index one-hot map
     num_classes: int = 7  # s2r_data.citymodel.CLASSES
+    view_direction: bool = False  # append each pixel's unit viewing ray in local_m (3 channels)
 
     def __post_init__(self) -> None:
         lo, hi = self.depth_range_m
@@ -80,7 +82,8 @@ class ConditioningConfig:
 
     @property
     def in_channels(self) -> int:
-        return SIM_CHANNELS + int(self.sky_channel) + (self.num_classes if self.label_onehot else 0)
+        return (SIM_CHANNELS + int(self.sky_channel) + 3 * int(self.view_direction)
+                + (self.num_classes if self.label_onehot else 0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +140,7 @@ class TrainConfig:
     gan_loss: Literal["bce", "hinge", "ls"] = "hinge"
     lambda_gan: float = 1.0
     lambda_l1: float = 1.0
+    adversarial_start_nimg: int = 0  # L1-only warm-up: no D updates and no adversarial/feature terms before this
     l1_alignment_weighting: bool = False  # weight L1 per pair by batch["alignment"] in [0, 1]
     lambda_feat: float = 10.0  # D feature matching
     lambda_vgg: float = 0.0  # perceptual loss; needs perceptual_weights_path
@@ -160,13 +164,16 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + no TF32; resume is bitwise
     seed: int = 0
     checkpoint_every_epochs: int = 1
+    samples_every_epochs: int = 1  # fixed-sample grids and val scores every N epochs (small datasets: raise it)
     checkpoint_every_nimg: int | None = None  # overrides the epoch cadence when set
     keep_last: int = 3
     max_nonfinite_steps: int = 20  # consecutive skipped (non-finite) steps before stopping
+    max_quarantined_fraction: float = 0.05  # stop when more of the train samples than this are damaged (NaN/Inf)
     log_every_steps: int = 50
     num_vis_samples: int = 4
     val_batches: int = 4  # batches of the val split scored per epoch (0 = none)
     num_workers: int = 2
+    cpu_threads: int | None = None  # torch intra-op threads when training on the CPU; null = torch's default
 
     def __post_init__(self) -> None:
         for k in ("lambda_gan", "lambda_l1", "lambda_feat", "lambda_vgg", "lambda_kl", "lambda_cycle"):
@@ -185,13 +192,22 @@ class TrainConfig:
         _check(0 <= self.ema_beta < 1, "train.ema_beta", f"must be in [0, 1), got {self.ema_beta}")
         _check(self.ema_start_nimg >= 0, "train.ema_start_nimg", "must be >= 0")
         _check(self.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
+        _check(self.samples_every_epochs >= 1, "train.samples_every_epochs", "must be >= 1")
         _check(self.checkpoint_every_nimg is None or self.checkpoint_every_nimg >= 1, "train.checkpoint_every_nimg", "must be >= 1 or null")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
         _check(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+        _check(0.0 <= self.max_quarantined_fraction <= 1.0, "train.max_quarantined_fraction",
+               f"must be in [0, 1], got {self.max_quarantined_fraction}")
+        _check(self.adversarial_start_nimg >= 0, "train.adversarial_start_nimg", "must be >= 0")
+        _check(not (self.mode == "cycle" and self.adversarial_start_nimg > 0), "train.adversarial_start_nimg",
+               "the L1 warm-up exists only in mode: paired (cycle training is adversarial from the start)")
+        _check(self.adversarial_start_nimg == 0 or self.lambda_l1 > 0 or self.lambda_vgg > 0, "train.adversarial_start_nimg",
+               "an L1 warm-up needs lambda_l1 > 0 (or lambda_vgg > 0): there is nothing else to train on before it ends")
         _check(self.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
         _check(self.num_vis_samples >= 0, "train.num_vis_samples", "must be >= 0")
         _check(self.val_batches >= 0, "train.val_batches", "must be >= 0")
         _check(self.num_workers >= 0, "train.num_workers", "must be >= 0")
+        _check(self.cpu_threads is None or self.cpu_threads >= 1, "train.cpu_threads", "must be >= 1 or null")
         _check(not (self.mode == "cycle" and self.l1_alignment_weighting), "train.l1_alignment_weighting",
                "not used in mode: cycle (no paired L1 there)")
 
@@ -215,10 +231,32 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Evaluation against baselines (``s2r_train.evaluate``): at the end of every training run on
+    a dataset store and by ``s2r-train eval``. Crops and FID sets are fixed by ``crop_seed``."""
+
+    at_end: bool = True  # evaluate when a training run ends (store datasets; synthetic runs skip it)
+    crops_per_panorama: int = 8  # perspective crops per held-out panorama (views from crop_seed)
+    crop_seed: int = 2024
+    fid_crops: int = 64  # crops in the FID/KID sets (the first ones of the fixed crops; 0 = no FID/KID)
+    panoramas: bool = True  # also score whole panoramas (tiled and direct translation)
+    pano_width: int | None = None  # equirect width for whole-panorama scores; null = the crops' angular resolution
+    grid_rows: int = 6  # rows of the crop and panorama image grids
+
+    def __post_init__(self) -> None:
+        _check(self.crops_per_panorama >= 1, "eval.crops_per_panorama", "must be >= 1")
+        _check(self.fid_crops == 0 or self.fid_crops >= 2, "eval.fid_crops", "must be 0 (off) or >= 2")
+        _check(self.pano_width is None or (self.pano_width >= 16 and self.pano_width % 2 == 0), "eval.pano_width",
+               "must be an even number >= 16, or null")
+        _check(self.grid_rows >= 0, "eval.grid_rows", "must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         g, t, d = self.network.generator, self.train, self.data
@@ -372,7 +410,7 @@ def load_config(path_or_preset: str | Path, overrides: list[str] | None = None) 
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping with network/train/data blocks")
+        raise ConfigError(f"{path}: top level must be a mapping with network/train/data/eval blocks")
     apply_overrides(data, overrides or [])
     try:
         return config_from_dict(data)

@@ -71,7 +71,6 @@ class CropConfig:
     fov_deg: tuple[float, float] = (60.0, 120.0)
     flip_p: float = 0.5
     use_pyramid: bool = True
-    max_redraws: int = 10
 
     def __post_init__(self) -> None:
         if self.out_size < 1:
@@ -85,8 +84,6 @@ class CropConfig:
                 raise ValueError(f"CropConfig.{name}={(lo, hi)}: need {mn} ≤ lo ≤ hi ≤ {mx}")
         if not 0.0 <= self.flip_p <= 1.0:
             raise ValueError(f"CropConfig.flip_p={self.flip_p}: need a probability in [0, 1]")
-        if self.max_redraws < 0:
-            raise ValueError("CropConfig.max_redraws must be ≥ 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CropConfig":

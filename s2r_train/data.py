@@ -10,7 +10,16 @@ through every augmentation:
 * ``label`` int64 (h, w) class index (nearest neighbour); ``sky`` float32 (1, h, w) = label 0;
   ``valid`` float32 (1, h, w) photo-valid mask (nearest);
 * ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, R_world_to_cam_opensfm,
-  level (pyramid level sampled), redraws (non-finite re-draws for this item).
+  level (pyramid level sampled), quarantined (space-separated ids of the damaged samples this
+  item stands in for, "" if none; see below).
+
+Damaged samples: a crop that samples a NaN/Inf means the sample's stored passes hold non-finite
+values (disk corruption, a write that predates validation). That sample is **quarantined** for
+the rest of the run in this process (never read again) and the item is replaced by a crop of the
+next healthy sample, so batches keep their size and epochs their length; the item's
+``meta["quarantined"]`` names the damaged samples, which is how a consumer in another process (the
+trainer, behind DataLoader workers) learns of it. Pass known ids as ``quarantined=`` (a resumed
+run's list); :class:`NonFiniteCropError` only when every sample of the split is damaged.
 
 Sampling: the pyramid level matching the crop's pixel size; only the inner chunks under the map
 are read (direct shard reads, cut to the taps' box); one map for every channel
@@ -44,7 +53,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch.utils.data
@@ -100,6 +109,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
         deterministic: bool = False,
         depth_range_m: tuple[float, float] = (0.0, 200.0),
         compact: bool = False,
+        quarantined: Iterable[str] = (),
     ):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split {split!r}: expected one of {SPLITS} or None")
@@ -140,7 +150,8 @@ class PanoCropDataset(torch.utils.data.Dataset):
         self._index_table = table
         self._reader: DatasetReader | None = None
         self._calls = 0
-        self.nonfinite_redraws = 0  # per process; items also report theirs in meta["redraws"]
+        self.quarantined: set[int] = set()  # positions of damaged samples (this process's knowledge)
+        self.quarantine_ids(quarantined)
 
     # -- pickling / lazy open ----------------------------------------------------------------
     def __getstate__(self):
@@ -158,6 +169,11 @@ class PanoCropDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def quarantine_ids(self, image_ids: Iterable[str]) -> None:
+        """Never read these samples again (ids not in this split are ignored)."""
+        pos = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.quarantined.update(pos[i] for i in image_ids if i in pos)
 
     # -- views -------------------------------------------------------------------------------
     def _rng(self, index: int, attempt: int) -> np.random.Generator:
@@ -196,18 +212,25 @@ class PanoCropDataset(torch.utils.data.Dataset):
     def _draw_item(self, index: int, out: dict[str, Any] | None) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        for attempt in range(self.crop.max_redraws + 1):
-            view = self.draw_view(index, attempt)
-            item = self.crop_view(index, view, out=out)
-            if item is not None:
-                item["meta"]["redraws"] = attempt
-                return item
-            self.nonfinite_redraws += 1
-            log.warning("non-finite crop of %s at %s; re-drawing (%d so far)", self.image_ids[index], view, self.nonfinite_redraws)
+        damaged: list[str] = []  # the samples this item stands in for
+        sample = index
+        for _ in range(len(self)):
+            if sample in self.quarantined:
+                damaged.append(self.image_ids[sample])
+            else:
+                item = self.crop_view(sample, self.draw_view(sample, 0 if sample == index else 1 + index), out=out)
+                if item is not None:
+                    item["meta"]["quarantined"] = " ".join(damaged)
+                    return item
+                self.quarantined.add(sample)
+                damaged.append(self.image_ids[sample])
+                log.warning("%s: the stored passes hold non-finite values (a crop sampled NaN/Inf); sample "
+                            "quarantined for the rest of this run (%d of %d in this process)", self.image_ids[sample],
+                            len(self.quarantined), len(self))
+            sample = (sample + 1) % len(self)
         raise NonFiniteCropError(
-            f"{self.image_ids[index]}: {self.crop.max_redraws + 1} draws gave non-finite crops; run "
-            f"`python -m s2r_data.store verify {self.url}`"
-        )
+            f"{self.url}: every one of the {len(self)} samples of split {self.split!r} has non-finite stored "
+            f"passes; run `python -m s2r_data.store verify {self.url}`")
 
     def _empty_item(self, batch: int | None, *, shared: bool = False) -> dict[str, Any]:
         """Uninitialised item tensors (with a leading batch dimension if ``batch`` is given)."""
@@ -339,8 +362,16 @@ def make_dataloader(
     Other datasets are batched by the DataLoader as usual. ``kwargs`` go to the DataLoader."""
     torch = _torch()
     tud = torch.utils.data
+    if batch_size < 1:
+        raise ValueError(f"make_dataloader: batch_size must be >= 1, got {batch_size}")
     if sampler is None:
         sampler = tud.RandomSampler(dataset, generator=kwargs.get("generator")) if shuffle else tud.SequentialSampler(dataset)
+    n = len(sampler) if hasattr(sampler, "__len__") else None
+    if drop_last and n is not None and n < batch_size:
+        raise ValueError(
+            f"make_dataloader: {n} samples to draw from (dataset of {len(dataset)}) but batch_size={batch_size} "
+            "with drop_last=True: the loader would yield no batch at all. Use a batch size of at most "
+            f"{max(n, 1)}, drop_last=False, or a dataset with more samples")
     extra: dict[str, Any] = {"pin_memory": torch.cuda.is_available()}
     if num_workers > 0:
         extra.update(multiprocessing_context=multiprocessing_context, persistent_workers=True, prefetch_factor=4)

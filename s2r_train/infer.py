@@ -4,8 +4,10 @@ Inputs: a render output directory (one ``<image_id>.npz`` per pose with ``diffco
 ``normal``, ``depth_m``, ``label``, ``sky_mask``; docs/architecture.md) or a dataset URL
 (``synthetic://N`` or a store URL read through ``s2r_train.data``). Outputs:
 
-- ``panorama`` mode: the whole equirectangular panorama, fully convolutional (padded to
-  the generator's multiple, wrapping left/right) or tiled with overlap blending;
+- ``panorama`` mode: the whole equirectangular panorama (:mod:`s2r_train.panorama`): ``tiled``
+  (overlapping perspective views, translated and blended back; the default) or ``direct`` (the
+  equirect image through the fully convolutional generator, padded to its multiple, wrapping
+  left/right; optionally in overlapping windows to bound memory);
 - ``views`` mode: perspective views (yaw list, pitch, fov, size) sampled from the panorama;
 - dataset inputs are translated crop by crop.
 
@@ -27,14 +29,16 @@ from s2r_data.atomic import atomic_path
 from s2r_data.equirect import bearing_to_pixel
 
 from .checkpoint import load_checkpoint
-from .conditioning import R_pano_to_crop_opensfm, condition_from_batch, encode_condition, sim_from_render_passes
+from .conditioning import (R_pano_to_crop_opensfm, condition_from_batch, crop_view_rays_world, encode_condition,
+                           sim_from_render_passes)
 from .config import Config, ConditioningConfig
 from .data import decode_batch
 from .models import build_networks
+from .panorama import DEFAULT_PANO_METHOD, PanoMethod, PanoPasses, translate_panorama
 
 __all__ = [
     "load_generator", "translate", "translate_tiled", "perspective_grid", "sample_perspective",
-    "load_render_npz", "infer_render_dir", "infer_dataset", "write_png",
+    "load_render_npz", "load_pano_passes", "infer_render_dir", "infer_dataset", "write_png", "training_pano_width",
 ]
 
 
@@ -154,14 +158,19 @@ def load_render_npz(path: str | Path, *, depth_range_m: tuple[float, float]) -> 
     return {"sim": sim, "sky": sky, "label": label}
 
 
-def _condition(passes: dict[str, torch.Tensor], cfg: ConditioningConfig, *, yaw_deg: float = 0.0,
-               pitch_deg: float = 0.0, device: torch.device | str = "cpu") -> torch.Tensor:
+def _condition(passes: dict[str, torch.Tensor], cfg: ConditioningConfig, *, yaw_deg: float, pitch_deg: float,
+               fov_deg: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Generator input of one perspective view (pose unknown: upright, facing north)."""
+    rays = None
+    if cfg.view_direction:
+        rays = crop_view_rays_world(torch.tensor([yaw_deg]), torch.tensor([pitch_deg]), torch.tensor([fov_deg]),
+                                    tuple(passes["sim"].shape[-2:]))
     return encode_condition(
         passes["sim"][None].to(device), sky=passes["sky"][None].to(device), label=passes["label"][None].to(device),
         yaw_deg=torch.tensor([yaw_deg]), pitch_deg=torch.tensor([pitch_deg]),
         depth_encoding=cfg.depth_encoding, depth_range_m=cfg.depth_range_m, depth_min_m=cfg.depth_min_m,
         sky_channel=cfg.sky_channel, normals_frame=cfg.normals_frame, label_onehot=cfg.label_onehot,
-        num_classes=cfg.num_classes)
+        num_classes=cfg.num_classes, view_dirs_world=rays)
 
 
 def write_png(path: str | Path, image_chw: torch.Tensor) -> Path:
@@ -182,33 +191,31 @@ def training_pano_width(config: Config) -> int:
     return max(16, int(round(width / 16)) * 16)
 
 
-def resample_passes(passes: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
-    """Render passes at another 2:1 panorama size: area-averaged sim, nearest sky and label."""
-    height = width // 2
-    if passes["sim"].shape[-1] == width:
-        return passes
-    sim = passes["sim"][None]
-    if width < sim.shape[-1]:
-        sim = F.interpolate(sim, size=(height, width), mode="area")
-    else:
-        sim = F.interpolate(sim, size=(height, width), mode="bilinear", align_corners=False)
-    sky = F.interpolate(passes["sky"][None], size=(height, width), mode="nearest")
-    label = F.interpolate(passes["label"][None, None].float(), size=(height, width), mode="nearest")
-    return {"sim": sim[0], "sky": sky[0], "label": label[0, 0].long()}
+def load_pano_passes(path: str | Path) -> PanoPasses:
+    """One renderer ``.npz`` → :class:`PanoPasses` (depth in metres; without a ``label`` pass
+    every non-sky pixel counts as ground)."""
+    with np.load(path) as z:
+        missing = [k for k in ("diffcol", "normal", "depth_m", "sky_mask") if k not in z.files]
+        if missing:
+            raise KeyError(f"{path}: missing render passes {missing} (expected diffcol, normal, depth_m, label, sky_mask)")
+        sky = np.asarray(z["sky_mask"], bool).reshape(np.shape(z["depth_m"])[-2:])
+        label = np.asarray(z["label"]).reshape(sky.shape) if "label" in z.files else np.where(sky, 0, 1)
+        return PanoPasses.from_arrays(z["diffcol"], z["normal"], z["depth_m"], np.where(sky, 0, label))
 
 
 def infer_render_dir(G: nn.Module, config: Config, input_dir: str | Path, out_dir: str | Path, *,
-                     mode: str = "panorama", tile: int | None = None, overlap: int = 32,
-                     pano_width: int | None = None,
+                     mode: str = "panorama", pano_method: PanoMethod = DEFAULT_PANO_METHOD,
+                     tile: int | None = None, overlap: int = 32, pano_width: int | None = None,
                      yaws_deg: Iterable[float] = (0.0, 90.0, 180.0, 270.0), pitch_deg: float = 0.0,
                      fov_deg: float = 90.0, size: int = 256, device: str | torch.device = "cpu",
                      progress: bool = True) -> list[Path]:
     """Translate every ``*.npz`` in ``input_dir``; returns the PNGs written.
 
-    Panorama mode translates at ``pano_width`` (default: :func:`training_pano_width`, the
-    angular resolution the generator was trained at; a generator trained on 64-px crops sees
-    1024-px panoramas at 4× its scale and paints streaks) and writes the result resized back to
-    the render's size, pixel-aligned with it.
+    Panorama mode translates with ``pano_method`` (:func:`s2r_train.panorama.translate_panorama`;
+    ``tile``/``overlap``: memory-bounded windows of the direct method) at ``pano_width`` (default:
+    :func:`training_pano_width`, the angular resolution the generator was trained at; a generator
+    trained on 64-px crops sees 1024-px panoramas at 4× its scale and paints streaks) and writes
+    the result resized back to the render's size, pixel-aligned with it.
     """
     files = sorted(Path(input_dir).glob("*.npz"))
     if not files:
@@ -222,22 +229,24 @@ def infer_render_dir(G: nn.Module, config: Config, input_dir: str | Path, out_di
 
         it = tqdm(files, desc="infer", unit="pano")
     for f in it:
-        passes = load_render_npz(f, depth_range_m=cfg.depth_range_m)
         if mode == "panorama":
-            H, W = passes["sim"].shape[-2:]
-            cond = _condition(resample_passes(passes, pano_width or training_pano_width(config)), cfg, device=device)
-            img = translate_tiled(G, cond, tile=tile, overlap=overlap) if tile else translate(G, cond, wrap=True)
+            pano = load_pano_passes(f)
+            H, W = pano.hw
+            img = translate_panorama(G, pano, config, method=pano_method, pano_width=pano_width, tile=tile,
+                                     overlap_px=overlap)[None]
             if img.shape[-1] != W:
                 img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
             written.append(write_png(out_dir / f"{f.stem}.png", img[0]))
-        elif mode == "views":
+            continue
+        passes = load_render_npz(f, depth_range_m=cfg.depth_range_m)
+        if mode == "views":
             H, W = passes["sim"].shape[-2:]
             for yaw in yaws_deg:
                 grid = perspective_grid(pano_hw=(H, W), size=size, fov_deg=fov_deg, yaw_deg=yaw, pitch_deg=pitch_deg)
                 view = {"sim": sample_perspective(passes["sim"][None], grid)[0],
                         "sky": (sample_perspective(passes["sky"][None], grid)[0] > 0.5).float(),
                         "label": sample_perspective(passes["label"][None, None].float(), grid, mode="nearest")[0, 0].long()}
-                cond = _condition(view, cfg, yaw_deg=yaw, pitch_deg=pitch_deg, device=device)
+                cond = _condition(view, cfg, yaw_deg=yaw, pitch_deg=pitch_deg, fov_deg=fov_deg, device=device)
                 img = translate(G, cond)
                 written.append(write_png(out_dir / f"{f.stem}_yaw{yaw:+06.1f}_pitch{pitch_deg:+05.1f}.png", img[0]))
         else:

@@ -1,17 +1,28 @@
 """The sim→real GAN training loop: paired (pix2pix/SPADE) or CycleGAN, single process or DDP.
 
-Shape follows edm2's ``training_loop``: counters in images (``nimg``), a top-down loop
-(step → log → epoch end (samples, val) → checkpoint → done?), and resume = rerun the same
-command (the newest checkpoint in the run dir is picked up). One iteration:
+Shape follows edm2's ``training_loop``: a top-down loop (step → log → epoch end (samples, val)
+→ checkpoint → done?), and resume = rerun the same command (the newest checkpoint in the run dir
+is picked up). Units: everything a user sees counts **optimizer steps** (``--max-steps``,
+``log_every_steps``, the TensorBoard x axis, checkpoint names ``checkpoint-step<N>.pt``, the
+``step`` of ``metrics.jsonl``); images seen are named as such (``nimg``, config keys ``*_nimg``,
+TensorBoard ``progress/images_seen``). One iteration:
 
 1. G forward once (autocast), D update(s) on ``cat(cond, fake.detach())`` and
    ``cat(cond, real)`` in ONE concatenated D batch;
 2. G update: adversarial + feature matching + (weighted) L1 + optional perceptual + KL;
 3. EMA of G.
 
+Before ``adversarial_start_nimg`` images (an L1 warm-up) D is not updated and G is trained on
+its reconstruction terms only.
+
 Guards: a batch with non-finite inputs, or a non-finite loss/gradient, skips the update
 (all ranks agree), is counted and logged; ``max_nonfinite_steps`` consecutive skips stop
-training with ``NonFiniteTrainingError``. Exact resume: the global RNG is reseeded per
+training with ``NonFiniteTrainingError``. A damaged sample (NaN/Inf in its stored passes) is
+quarantined by the dataset (see ``s2r_train.data``); the trainer collects those ids from the
+batches, logs them, lists them in ``<run_dir>/quarantine.txt`` (read back on resume) and stops
+with ``DataQualityError`` when more than ``max_quarantined_fraction`` of the train split is
+damaged. When a run on a dataset store ends, the generators are evaluated against the
+baselines (``s2r_train.evaluate``; ``<run_dir>/eval/``). Exact resume: the global RNG is reseeded per
 step from (seed, rank, step), the sampler restarts mid-epoch at the saved position, and
 RNG states are also saved as tensors.
 """
@@ -47,12 +58,16 @@ from .models import build_networks, load_vgg19_features
 
 __all__ = [
     "Trainer", "DistInfo", "init_distributed", "build_dataset", "ResumableSampler", "ema_update",
-    "NonFiniteTrainingError", "autocast_context", "step_seed", "config_from_checkpoint",
+    "NonFiniteTrainingError", "DataQualityError", "autocast_context", "step_seed", "config_from_checkpoint",
 ]
 
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive steps had non-finite losses or gradients."""
+
+
+class DataQualityError(RuntimeError):
+    """More of the train split is damaged (quarantined) than ``train.max_quarantined_fraction`` allows."""
 
 
 # --------------------------------------------------------------------------- distributed
@@ -281,6 +296,7 @@ class Trainer:
 
         # ---- data
         url = dataset_url or self.dcfg.url
+        self.dataset_url = url
         if train_dataset is None:
             if url is None:
                 raise ValueError("no dataset: pass --dataset URL (or synthetic://N) or set data.url")
@@ -317,6 +333,9 @@ class Trainer:
         self.nonfinite_consecutive = 0
         self.last_stats: dict[str, float] = {}
         self.checkpoints = CheckpointManager(self.run_dir, keep_last=t.keep_last)
+        self.quarantined: list[str] = self._read_quarantine()
+        if self.quarantined and hasattr(train_dataset, "quarantine_ids"):
+            train_dataset.quarantine_ids(self.quarantined)  # before any worker starts: they get the list
         self._vis_batch = None
         self._writer = None
         self._log_tb = log_tensorboard
@@ -345,6 +364,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = self.device.type == "cuda"
+        if t.cpu_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(t.cpu_threads)
         tf32 = t.precision in ("tf32", "bf16", "fp16") and not t.deterministic
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -424,7 +445,7 @@ class Trainer:
         self.check_ddp_consistency()
         path = None
         if self.dist.is_main:
-            path = self.checkpoints.save(self.nimg, self.state_dict())
+            path = self.checkpoints.save(self.step, self.state_dict())
         self._last_ckpt_nimg = self.nimg
         if self.dist.enabled:
             dist.barrier()
@@ -532,25 +553,28 @@ class Trainer:
             fake, mu, logvar = self.G(cond, real if self.net_cfg.generator.use_vae else None)
         real_pair = torch.cat([cond, real.to(cond.dtype)], 1)
         stats: dict[str, float] = {"skipped": 0.0}
+        adversarial = self.nimg >= t.adversarial_start_nimg  # before: L1 warm-up, D untouched
 
         # ---- D update(s): one concatenated fake+real batch
         d_ok = True
-        for _ in range(t.d_steps_per_g):
+        for _ in range(t.d_steps_per_g if adversarial else 0):
             with self._autocast():
                 d_out = self.D(torch.cat([torch.cat([cond, fake.detach().to(cond.dtype)], 1), real_pair], 0))
             d_fake, d_real = _split_d(d_out, n)
             loss_d = t.lambda_gan * d_adversarial_loss(d_real, d_fake, t.gan_loss)
             d_ok = self._backward_and_step(loss_d, self.opt_d, self.scaler_d, list(self.D_raw.parameters())) and d_ok
-        acc_r, acc_f = discriminator_accuracy(d_real, d_fake, threshold=0.5 if t.gan_loss == "ls" else 0.0)
-        stats.update(loss_d=float(loss_d.detach()), d_acc_real=acc_r, d_acc_fake=acc_f)
+            acc_r, acc_f = discriminator_accuracy(d_real, d_fake, threshold=0.5 if t.gan_loss == "ls" else 0.0)
+            stats.update(loss_d=float(loss_d.detach()), d_acc_real=acc_r, d_acc_fake=acc_f)
 
         # ---- G update
-        with self._autocast():
-            d_out = self.D(torch.cat([torch.cat([cond, fake.to(cond.dtype)], 1), real_pair], 0))
-        d_fake, d_real = _split_d(d_out, n)
-        terms = {"g_adv": t.lambda_gan * g_adversarial_loss(d_fake, t.gan_loss)}
-        if t.lambda_feat > 0:
-            terms["g_feat"] = t.lambda_feat * feature_matching_loss(d_fake, d_real)
+        terms: dict[str, torch.Tensor] = {}
+        if adversarial:
+            with self._autocast():
+                d_out = self.D(torch.cat([torch.cat([cond, fake.to(cond.dtype)], 1), real_pair], 0))
+            d_fake, d_real = _split_d(d_out, n)
+            terms["g_adv"] = t.lambda_gan * g_adversarial_loss(d_fake, t.gan_loss)
+            if t.lambda_feat > 0:
+                terms["g_feat"] = t.lambda_feat * feature_matching_loss(d_fake, d_real)
         if t.lambda_l1 > 0:
             terms["g_l1"] = t.lambda_l1 * weighted_l1_loss(fake, real, weight, mask=valid)
         if self.perceptual is not None:
@@ -696,7 +720,7 @@ class Trainer:
         path = out_dir / f"epoch-{self.epoch:04d}.png"
         _save_png(path, grid)
         if self.writer is not None:
-            self.writer.add_image("samples/pred_dmap_target", grid, self.epoch, dataformats="HWC")
+            self.writer.add_image("samples/pred_dmap_target", grid, self.step, dataformats="HWC")
         sim_path = out_dir / "sim.png"
         if not sim_path.exists():
             sim = batch["sim"].float()
@@ -713,10 +737,60 @@ class Trainer:
         rec = {"step": self.step, "nimg": self.nimg, "epoch": self.epoch, "split": prefix, **stats}
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
-        if self.writer is not None:
+        if self.writer is not None:  # x axis: optimizer steps (as --max-steps and the logs)
             for k, v in stats.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.writer.add_scalar(f"{prefix}/{k}", v, self.nimg)
+                    self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
+            self.writer.add_scalar("progress/images_seen", self.nimg, self.step)
+            self.writer.add_scalar("progress/epoch", self.epoch, self.step)
+
+    # ------------------------------------------------------------------ damaged samples
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.run_dir / "quarantine.txt"
+
+    def _read_quarantine(self) -> list[str]:
+        try:
+            return [line.strip() for line in self.quarantine_path.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def _note_quarantined(self, batch: Mapping[str, Any]) -> None:
+        """Collect the damaged samples the dataset reported in this batch (``meta["quarantined"]``);
+        list new ones in ``quarantine.txt``, log them, stop past ``max_quarantined_fraction``.
+        Multi-process: what any rank found is shared with all (every rank calls this every step;
+        one integer all-reduce, plus a gather in the rare step that found something), so all
+        ranks keep the same list and stop together."""
+        reported = (batch.get("meta") or {}).get("quarantined") or []
+        if isinstance(reported, str):
+            reported = [reported]
+        new = sorted({i for entry in reported for i in str(entry).split() if i} - set(self.quarantined))
+        if self.dist.enabled:
+            found = torch.tensor([len(new)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(found)
+            if int(found.item()):
+                everyone: list[list[str] | None] = [None] * self.dist.world_size
+                dist.all_gather_object(everyone, new)
+                new = sorted(set().union(*(set(x or []) for x in everyone)) - set(self.quarantined))
+        if not new:
+            return
+        self.quarantined += new
+        n_train = len(self.train_dataset)
+        fraction = len(self.quarantined) / max(n_train, 1)
+        if self.dist.is_main:
+            atomic_write_text(self.quarantine_path, "".join(f"{i}\n" for i in self.quarantined))
+            print(f"step {self.step}: quarantined damaged sample(s) {', '.join(new)} (non-finite values in the stored "
+                  f"passes; skipped for the rest of the run): {len(self.quarantined)} of {n_train} train samples, "
+                  f"listed in {self.quarantine_path}", flush=True)
+            if self.writer is not None:
+                self.writer.add_scalar("data/quarantined_samples", len(self.quarantined), self.step)
+        if fraction > self.tcfg.max_quarantined_fraction:
+            raise DataQualityError(
+                f"training stopped at step {self.step}: {len(self.quarantined)} of {n_train} train samples "
+                f"({fraction:.1%}) have non-finite stored passes, more than train.max_quarantined_fraction="
+                f"{self.tcfg.max_quarantined_fraction}; run `python -m s2r_data.store verify {self.dataset_url}` "
+                f"and rebuild them (list: {self.quarantine_path})")
 
     # ------------------------------------------------------------------ loop
 
@@ -750,6 +824,7 @@ class Trainer:
             self.sampler.set_epoch(self.epoch, start)
             epoch_finished = True
             for batch in self.loader:
+                self._note_quarantined(batch)
                 stats = self.train_step(batch)
                 self.step += 1
                 self.nimg += global_batch
@@ -759,7 +834,8 @@ class Trainer:
                 if self.step % t.log_every_steps == 0 or stats.get("skipped"):
                     dt = time.perf_counter() - t0
                     stats = {**stats, "images_per_s": (self.nimg - n0) / max(dt, 1e-9),
-                             "nonfinite_total": float(self.nonfinite_total)}
+                             "nonfinite_total": float(self.nonfinite_total),
+                             "quarantined_total": float(len(self.quarantined))}
                     self._log(stats, "train")
                 if self._checkpoint_due():
                     self.save_checkpoint()
@@ -772,10 +848,51 @@ class Trainer:
         self.save_checkpoint()
         if bar is not None:
             bar.close()
+        summary: dict[str, Any] = {
+            "step": self.step, "nimg": self.nimg, "epoch": self.epoch, "nonfinite_total": self.nonfinite_total,
+            "quarantined_total": len(self.quarantined), "quarantined": list(self.quarantined),
+            "quarantine_list": str(self.quarantine_path) if self.quarantined else None}
+        if self.dist.is_main:
+            evaluation = self.evaluate_at_end()
+            if evaluation is not None:
+                summary["eval"] = evaluation
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if self._writer is not None:
             self._writer.flush()
-        return {"step": self.step, "nimg": self.nimg, "epoch": self.epoch, "nonfinite_total": self.nonfinite_total,
-                "last": self.last_stats}
+        return {**summary, "last": self.last_stats}
+
+    def evaluate_at_end(self) -> dict[str, Any] | None:
+        """``eval.at_end``: the generators (EMA and raw) against the baselines on the held-out
+        splits (``s2r_train.evaluate``), written to ``<run_dir>/eval/`` and TensorBoard. Skipped
+        for synthetic datasets, stores without a held-out split, and when ``eval/metrics.json``
+        already holds this step (a rerun after the end)."""
+        url = self.dataset_url
+        if not self.config.eval.at_end or url is None or url.startswith("synthetic://"):
+            return None
+        from .evaluate import evaluate, format_table, held_out_splits, log_tensorboard, write_eval_outputs
+
+        out_dir = self.run_dir / "eval"
+        try:
+            previous = json.loads((out_dir / "metrics.json").read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if previous.get("step") == self.step:
+            return {"metrics": str(out_dir / "metrics.json"), "table": str(out_dir / "metrics.md"), "reused": True}
+        if not held_out_splits(url):
+            self._print(f"evaluation skipped: {url} has no val/test split")
+            return None
+        generators = {"model_ema": self.G_ema} if self.G_ema is not None else {}
+        generators["model_raw"] = self.G_raw
+        if self.tcfg.mode == "cycle":
+            generators = {k: _unwrap(g).ab for k, g in generators.items()}
+        self._print(f"evaluating step {self.step} against the class-mean and nearest-neighbour baselines ...")
+        report = evaluate(url, generators, self.config, progress=self.progress)
+        report.metrics.update(step=self.step, nimg=self.nimg, checkpoint=str(self.checkpoints.latest() or ""))
+        paths = write_eval_outputs(report, out_dir)
+        if self.writer is not None:
+            log_tensorboard(self.writer, report.metrics, report.grids, self.step)
+        self._print(format_table(report.metrics))
+        return {"metrics": str(paths["json"]), "table": str(paths["markdown"])}
 
     def _is_done(self) -> bool:
         return self.nimg >= self.total_nimg or (self.max_steps is not None and self.step >= self.max_steps)
@@ -783,10 +900,11 @@ class Trainer:
     def _end_epoch(self) -> None:
         finished_epoch = self.nimg // self.epoch_nimg  # 1-based count of completed epochs
         self.epoch = finished_epoch - 1
-        self.write_samples()
-        val = self.validate()
-        if val:
-            self._log(val, "val")
+        if finished_epoch % self.tcfg.samples_every_epochs == 0 or self.nimg >= self.total_nimg:
+            self.write_samples()
+            val = self.validate()
+            if val:
+                self._log(val, "val")
         self.epoch = finished_epoch
         if finished_epoch % self.tcfg.checkpoint_every_epochs == 0 or self.nimg >= self.total_nimg:
             self.save_checkpoint()

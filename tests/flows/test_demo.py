@@ -9,12 +9,12 @@ from flows import demo
 
 def test_parse_args_defaults_and_errors():
     a = demo.parse_args([])
-    assert a.width is None and a.train_steps is None and a.train_minutes == 5.0 and not a.no_train
+    assert a.width is None and a.train_steps == demo.DEMO_TRAIN_STEPS and not a.no_train
     assert a.out == demo.REPO / "outputs" / "demo"
     with pytest.raises(SystemExit):
         demo.parse_args(["--width", "30"])
     with pytest.raises(SystemExit):
-        demo.parse_args(["--train-minutes", "0"])
+        demo.parse_args(["--train-steps", "0"])
 
 
 def test_comparison_png_stacks_render_translation_photo(tmp_path):

@@ -141,13 +141,34 @@ def test_metrics_watcher_logs_new_steps_once(tmp_path):
     lines = []
     w = tr.MetricsWatcher(tmp_path, lines.append, max_steps=60)
     w.poll()  # no file yet: nothing
-    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "epoch": 0, "split": "val", "l1": 0.41}\n')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "nimg": 16, "epoch": 0, "split": "val", "l1": 0.41}\n')
     w.poll()
     w.poll()  # same step: not repeated
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 10, "epoch": 2, "split": "train", "loss_g": 5.17, "loss_d": 1.86}\n')
     w.poll()
-    assert lines == ["step 4/60 (epoch 0, val): l1 0.410", "step 10/60 (epoch 2, train): loss_g 5.170, loss_d 1.860"]
+    assert lines == ["step 4/60 (16 images, epoch 0, val): l1 0.410",
+                     "step 10/60 (epoch 2, train): loss_g 5.170, loss_d 1.860"]
+
+
+def test_metrics_watcher_after_resume_shows_only_this_runs_records(tmp_path):
+    """A resumed run appends to the previous run's metrics.jsonl; its first progress line must be
+    its own, not the previous run's last record."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 200, "nimg": 800, "epoch": 9, "split": "train", "loss_g": 9.0}\n')
+    lines = []
+    w = tr.MetricsWatcher(tmp_path, lines.append, max_steps=400)
+    w.poll()
+    assert lines == []  # the previous run's record is not repeated
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 250, "nimg": 1000, "epoch": 11, "split": "train", "loss_g": 4.0}\n')
+    w.poll()
+    assert lines == ["step 250/400 (1000 images, epoch 11, train): loss_g 4.000"]
+
+
+def test_train_task_is_tagged_by_the_device_it_uses():
+    assert tr.device_tags(tr.training_device(allow_cpu=True, status=(False, "no driver"))) == ["cpu"]
+    assert tr.device_tags(tr.training_device(allow_cpu=False, status=(True, ""))) == ["gpu"]
+    assert "gpu" not in (tr.train_task.tags or set())  # no static tag: a CPU deployment's task is not "gpu"
 
 
 def test_libraries_do_not_import_prefect():

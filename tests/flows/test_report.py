@@ -94,3 +94,21 @@ def test_city_model_section_flags_a_city_without_roads(tmp_path):
     md = report_markdown({**base, "city_model": cm})
     assert "**Warning:** city 'helsinki': roads cover 4,056 m²" in md
     assert md.count("roads cover 4,056 m²") == 2  # in the city-model section and the warnings list
+def test_evaluation_section_of_the_training_report(tmp_path):
+    from flows.report import evaluation_markdown
+
+    assert evaluation_markdown(tmp_path / "eval") == []  # a run without an evaluation: no section
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    subj = {"l1": 0.08, "psnr": 25.7, "ssim": 0.8}
+    metrics = {"step": 120, "generators": ["model_ema"], "default_pano_method": "tiled", "splits": {"val": {
+        "crops": {"num_crops": 56, "num_panoramas": 7, "crop_size": 128,
+                  "subjects": {"model_ema": subj, "class_mean": {**subj, "psnr": 21.1},
+                               "nearest_neighbour": {**subj, "psnr": 16.3}}}}}}
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    (ev / "val-crops.png").write_bytes(b"png")
+    text = "\n".join(evaluation_markdown(ev))
+    assert "step 120" in text and "| model_ema | 0.0800 | 25.70 | +4.60 |" in text
+    assert f"`{ev / 'val-crops.png'}`" in text
+    linked = "\n".join(evaluation_markdown(ev, image_base_url="http://files/run/eval/"))
+    assert "](http://files/run/eval/val-crops.png)" in linked

@@ -100,3 +100,41 @@ def test_render_passes_to_sim_layout():
     assert sim.shape == (7, h, w) and sim.dtype == torch.float32
     assert sim[6, 1, 0].item() == pytest.approx(0.25) and sim[6, 0, 0].item() == 0
     assert (sim[3:6, 0] == 0).all()
+
+
+@pytest.mark.parametrize("yaw, pitch, fov", [(40.0, 15.0, 90.0), (300.0, -10.0, 60.0), (0.0, 80.0, 100.0)])
+def test_view_rays_follow_the_loaders_crop_geometry(yaw, pitch, fov):
+    """Crop pixel rays (view_direction channels) = the panorama bearing the loader samples that
+    pixel from (crops.perspective_map), rotated into local_m by the panorama's pose."""
+    from s2r_data.equirect import pixel_to_bearing
+    from s2r_data.poses import rotation_from_heading_pitch_roll
+    from s2r_train.conditioning import crop_view_rays_world, pano_view_rays_world
+    from s2r_train.crops import perspective_map
+
+    R = torch.tensor(rotation_from_heading_pitch_roll(30.0, 3.0, -2.0), dtype=torch.float32)
+    H, W = 64, 128
+    rays = crop_view_rays_world(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([fov]), (9, 7), R[None])[0]
+    px, py = perspective_map(yaw, pitch, fov, (9, 7), (H, W), dtype=np.float64)
+    want = pixel_to_bearing(px, py, W, H) @ R.double().numpy()  # Rᵀ · bearing, row vectors
+    want /= np.linalg.norm(want, axis=-1, keepdims=True)
+    np.testing.assert_allclose(rays.permute(1, 2, 0).numpy(), want, atol=1e-6)
+    pano = pano_view_rays_world(H, W, R[None])[0]
+    py, px = np.mgrid[0:H, 0:W]
+    np.testing.assert_allclose(pano.permute(1, 2, 0).numpy(), pixel_to_bearing(px, py, W, H) @ R.double().numpy(),
+                               atol=1e-6)
+    assert rays.shape == (3, 9, 7) and torch.allclose(rays.norm(dim=0), torch.ones(9, 7), atol=1e-6)
+
+
+def test_view_direction_channels_come_from_the_batch_meta():
+    cfg = ConditioningConfig(view_direction=True, sky_channel=True)
+    assert cfg.in_channels == 7 + 1 + 3
+    batch = {"sim": torch.rand(2, 7, 8, 8), "sky": torch.zeros(2, 1, 8, 8),
+             "meta": {"yaw_deg": torch.tensor([0.0, 90.0]), "pitch_deg": torch.tensor([0.0, 0.0]),
+                      "fov_deg": torch.tensor([90.0, 90.0])}}
+    cond = condition_from_batch(batch, cfg, "cpu")
+    assert cond.shape == (2, 11, 8, 8)
+    centre = cond[:, 8:11, 3:5, 3:5].mean((2, 3))  # no pose: upright, facing north (+y); yaw 90 → east (+x)
+    assert torch.allclose(centre[0], torch.tensor([0.0, 1.0, 0.0]), atol=0.05)
+    assert torch.allclose(centre[1], torch.tensor([1.0, 0.0, 0.0]), atol=0.05)
+    with pytest.raises(ValueError, match="fov_deg"):
+        condition_from_batch({**batch, "meta": {"yaw_deg": torch.tensor([0.0, 0.0])}}, cfg, "cpu")

@@ -71,8 +71,9 @@ def test_unknown_preset_lists_known():
 
 def test_resolved_dict_has_every_field():
     d = config_to_dict(load_config("tiny"))
-    assert set(d) == {"network", "train", "data"}
+    assert set(d) == {"network", "train", "data", "eval"}
     assert "ema_beta" in d["train"] and d["network"]["conditioning"]["depth_encoding"] == "log"
+    assert d["eval"]["crops_per_panorama"] >= 1 and d["eval"]["at_end"] is True
 
 
 def test_cli_dry_run_and_config_errors(tmp_path, capsys):

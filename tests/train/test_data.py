@@ -1,5 +1,5 @@
 """PanoCropDataset: item contract, pair alignment under every augmentation, flips, normals,
-determinism, non-finite re-draws, pickling/DataLoader workers, pyramid anti-aliasing."""
+determinism, quarantine of damaged samples, pickling/DataLoader workers, pyramid anti-aliasing."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_item_contract(synth):
         assert torch.allclose(n, torch.ones_like(n), atol=1e-3)  # unit normals on surfaces
         m = it["meta"]
         assert m["image_id"] == ds.image_ids[i] and 0 <= m["yaw_deg"] < 360 and 0 <= m["pitch_deg"] <= 60
-        assert 60 <= m["fov_deg"] <= 120 and isinstance(m["flip"], bool) and m["redraws"] == 0
+        assert 60 <= m["fov_deg"] <= 120 and isinstance(m["flip"], bool) and m["quarantined"] == ""
 
 
 def test_depth_uses_the_fixed_range(tmp_path):
@@ -193,38 +193,69 @@ def test_splits_filter_rows(synth):
         PanoCropDataset(synth, split="test")
 
 
-def test_non_finite_crops_are_redrawn_and_counted(synth, monkeypatch):
-    ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=16, max_redraws=3), deterministic=True)
+def test_a_non_finite_crop_quarantines_its_sample_and_a_healthy_one_stands_in(synth, monkeypatch):
+    ds = PanoCropDataset(synth, split=None, crop=CropConfig(out_size=16), deterministic=True)
     real_crop = ds.crop_view
-    calls = {"n": 0}
+    calls = []
 
-    def flaky(index, view, out=None):
-        calls["n"] += 1
-        return None if calls["n"] == 1 else real_crop(index, view, out=out)
+    def damaged_1(index, view, out=None):
+        calls.append(index)
+        return None if index == 1 else real_crop(index, view, out=out)
 
-    monkeypatch.setattr(ds, "crop_view", flaky)
-    it = ds[0]
-    assert it["meta"]["redraws"] == 1 and ds.nonfinite_redraws == 1
-    assert torch.isfinite(it["sim"]).all()
+    monkeypatch.setattr(ds, "crop_view", damaged_1)
+    it = ds[1]
+    assert it["meta"]["image_id"] == ds.image_ids[2] and it["meta"]["quarantined"] == ds.image_ids[1]
+    assert ds.quarantined == {1} and calls == [1, 2] and torch.isfinite(it["sim"]).all()
+    calls.clear()
+    again = ds[1]  # never read again: straight to the stand-in, still reported
+    assert calls == [2] and again["meta"]["quarantined"] == ds.image_ids[1]
+    assert ds[0]["meta"]["quarantined"] == "" and ds[0]["meta"]["image_id"] == ds.image_ids[0]
+    batch = ds[[0, 1]]  # batches built in place report per item
+    assert list(batch["meta"]["quarantined"]) == ["", ds.image_ids[1]]
     monkeypatch.setattr(ds, "crop_view", lambda i, v, out=None: None)
-    with pytest.raises(NonFiniteCropError, match="4 draws"):
-        ds[1]
-    assert ds.nonfinite_redraws == 5
+    with pytest.raises(NonFiniteCropError, match="every one of the 6 samples"):
+        ds[3]
+
+
+def _corrupt(url, rows):
+    """NaN into the stored depth of samples ``rows`` (every pyramid level), after writing."""
+    import zarr
+
+    from s2r_data.store import open_dataset
+
+    reader = open_dataset(url)
+    g = zarr.open_group(str(url / "data.zarr"), mode="r+")
+    for row in rows:
+        z = reader.zarr_index(row)
+        for name in ("sim", "sim_l1"):
+            s = g[name][z]
+            s[6] = np.nan
+            g[name][z] = s
 
 
 def test_nan_in_the_store_is_never_yielded(tmp_path):
-    url = _custom_store(tmp_path / "n", 32, "depth")
-    import zarr
+    url = tmp_path / "n"
+    write_synthetic_dataset(url, 5, height=32, chunk_px=32)
+    _corrupt(url, [2])
+    ds = PanoCropDataset(url, split=None, crop=CropConfig(out_size=8))
+    items = [ds[i] for i in range(5)]
+    assert all(torch.isfinite(it["sim"]).all() for it in items)
+    assert ds.image_ids[2] not in [it["meta"]["image_id"] for it in items]
+    assert [it["meta"]["quarantined"] for it in items] == ["", "", ds.image_ids[2], "", ""]
+    known = PanoCropDataset(url, split=None, crop=CropConfig(out_size=8), quarantined=[ds.image_ids[2], "other"])
+    assert known.quarantined == {2}  # a resumed run's list: ids of other splits are ignored
+    _corrupt(url, [0, 1, 3, 4])
+    with pytest.raises(NonFiniteCropError, match="every one of the 5 samples"):
+        PanoCropDataset(url, split=None, crop=CropConfig(out_size=8))[0]
 
-    g = zarr.open_group(str(url / "data.zarr"), mode="r+")
-    for name in ("sim", "sim_l1"):
-        s = g[name][0]
-        s[6] = np.nan  # corrupt after the fact (verify would flag it)
-        g[name][0] = s
-    ds = PanoCropDataset(url, split=None, crop=CropConfig(out_size=8, max_redraws=2))
-    with pytest.raises(NonFiniteCropError):
-        ds[0]
-    assert ds.nonfinite_redraws == 3
+
+def test_make_dataloader_refuses_a_batch_it_can_never_fill(synth):
+    ds = PanoCropDataset(synth, split="train", crop=CropConfig(out_size=8))
+    n = len(ds)
+    with pytest.raises(ValueError, match=rf"{n} samples.*batch_size={n + 1}.*no batch"):
+        make_dataloader(ds, batch_size=n + 1, num_workers=0, drop_last=True)
+    assert len(list(make_dataloader(ds, batch_size=n + 1, num_workers=0, drop_last=False))) == 1
+    assert len(list(make_dataloader(ds, batch_size=n, num_workers=0, drop_last=True))) == 1
 
 
 def test_pyramid_level_prevents_aliasing(tmp_path):

@@ -23,9 +23,10 @@ def test_torchrun_two_processes_gloo(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary == {"step": 3, "nimg": 12, "epoch": 1, "nonfinite_total": 0}  # 8 items / (2×2) = 2 steps/epoch
+    assert summary == {"step": 3, "nimg": 12, "epoch": 1, "nonfinite_total": 0,  # 8 items / (2×2) = 2 steps/epoch
+                       "quarantined_total": 0, "quarantined": [], "quarantine_list": None}
     ckpts = sorted((run / "checkpoints").iterdir())
-    assert [p.name for p in ckpts] == ["checkpoint-000000000008.pt", "checkpoint-000000000012.pt"]
+    assert [p.name for p in ckpts] == ["checkpoint-step000000002.pt", "checkpoint-step000000003.pt"]
     state = load_checkpoint(ckpts[-1])
     assert state["world_size"] == 2 and state["step"] == 3
     assert not any(k.startswith("module.") for k in state["G"])  # unwrapped weights

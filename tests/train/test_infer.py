@@ -7,7 +7,6 @@ from s2r_train.cli import main
 from s2r_train.infer import (
     load_generator,
     perspective_grid,
-    resample_passes,
     sample_perspective,
     training_pano_width,
     translate,
@@ -91,14 +90,17 @@ def test_training_pano_width_matches_crop_angular_resolution():
     assert w % 16 == 0 and abs(w / 360 - 64 / ((lo + hi) / 2)) < 16 / 360
 
 
-def test_resample_passes_keeps_sky_and_labels_consistent():
+def test_resized_passes_keep_sky_and_labels_consistent():
+    from s2r_train.panorama import PanoPasses
+
     h, w = 64, 128
-    sky = torch.zeros(1, h, w)
-    sky[:, :20] = 1
     label = torch.randint(1, 7, (h, w))
     label[:20] = 0
-    sim = torch.rand(7, h, w) * (1 - sky)
-    out = resample_passes({"sim": sim, "sky": sky, "label": label}, 64)
-    assert out["sim"].shape == (7, 32, 64) and out["sky"].shape == (1, 32, 64) and out["label"].shape == (32, 64)
-    assert torch.equal(out["sky"][0] > 0.5, out["label"] == 0)
-    assert resample_passes({"sim": sim, "sky": sky, "label": label}, 128)["sim"] is sim
+    sim = torch.rand(7, h, w) * (label != 0).float()
+    sim[6] *= 100.0  # metres
+    out = PanoPasses(sim, label).resized(64)
+    assert out.sim_m.shape == (7, 32, 64) and out.label.shape == (32, 64)
+    assert ((out.sim_m == 0).all(0) == (out.label == 0)).all()  # sky is 0 in every channel, nowhere else
+    # depth is averaged over non-sky pixels only: no half-depth halo at the skyline
+    assert out.sim_m[6, 10].abs().sum() > 0 and float(out.sim_m[6][out.label != 0].min()) > 0
+    assert PanoPasses(sim, label).resized(128).sim_m is sim

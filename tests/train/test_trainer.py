@@ -78,7 +78,7 @@ def test_resume_is_bitwise_exact(tmp_path):
     a.fit()
     b1 = _trainer(tmp_path, *over, dataset=ds, name="b", max_steps=2)
     b1.fit()
-    assert b1.checkpoints.latest().name == "checkpoint-000000000004.pt"
+    assert b1.checkpoints.latest().name == "checkpoint-step000000002.pt"  # named by optimizer step
     del b1
     b2 = _trainer(tmp_path, *over, dataset=ds, name="b", max_steps=4)  # auto-resumes from the run dir
     assert b2.step == 2
@@ -204,7 +204,7 @@ def test_fit_writes_run_dir(tmp_path):
     run = tmp_path / "run"
     assert summary["epoch"] == 2 and summary["nimg"] == 8
     assert (run / "config.yaml").read_text().startswith("network:")
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-000000000008.pt"]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-step000000004.pt"]
     assert {p.name for p in (run / "samples").iterdir()} == {"sim.png", "epoch-0000.png", "epoch-0001.png"}
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in recs} == {"train", "val"}
@@ -213,3 +213,27 @@ def test_fit_writes_run_dir(tmp_path):
     # rerunning the same command after the end does no more steps
     tr2 = Trainer(cfg, run_dir=run, dataset_url="synthetic://4", progress=False, log_tensorboard=False)
     assert tr2.fit()["step"] == summary["step"]
+
+
+def test_l1_warm_up_leaves_d_alone_until_adversarial_start(tmp_path):
+    tr = _trainer(tmp_path, "train.adversarial_start_nimg=4")
+    batch = _batch(2)
+    d0 = {k: v.clone() for k, v in tr.D_raw.state_dict().items()}
+    g0 = [p.clone() for p in tr.G_raw.parameters()]
+    stats = _run(tr, batch, 2)  # nimg 0 and 2: L1 only
+    assert "loss_d" not in stats and "g_adv" not in stats and stats["g_l1"] > 0 and stats["skipped"] == 0
+    assert all(torch.equal(v, tr.D_raw.state_dict()[k]) for k, v in d0.items())  # D untouched (spectral u too)
+    assert any(not torch.equal(a, b) for a, b in zip(g0, tr.G_raw.parameters()))  # G learns
+    stats = _run(tr, batch, 1)  # nimg 4: adversarial terms on
+    assert "loss_d" in stats and "g_adv" in stats and "g_feat" in stats
+    assert any(not torch.equal(v, tr.D_raw.state_dict()[k]) for k, v in d0.items())
+
+
+def test_samples_and_val_every_n_epochs(tmp_path):
+    cfg = tiny_config("train.epochs=4", "train.samples_every_epochs=2", "train.num_vis_samples=1", "train.val_batches=1")
+    tr = Trainer(cfg, run_dir=tmp_path / "run", dataset_url="synthetic://4", progress=False, log_tensorboard=False)
+    tr.fit()
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").glob("epoch-*.png")) == ["epoch-0001.png",
+                                                                                         "epoch-0003.png"]
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs if r["split"] == "val"] == [1, 3]
