@@ -23,6 +23,8 @@ __all__ = [
     "render_poses",
     "load_sim_passes",
     "pose_flags",
+    "RaycastScene",
+    "RayHits",
 ]
 
 
@@ -35,6 +37,10 @@ def __getattr__(name: str):  # lazy: the Blender worker imports .protocol/.setti
         from . import batch
 
         return getattr(batch, name)
+    if name in ("RaycastScene", "RayHits"):
+        from . import raycast
+
+        return getattr(raycast, name)
     if name == "pose_flags":
         from .pose_checks import pose_flags
 

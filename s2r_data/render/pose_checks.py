@@ -17,7 +17,7 @@ import numpy as np
 from ..citymodel import CityModel
 from ..poses import Pose
 
-__all__ = ["pose_flags", "invalid_pose_reason", "SAFE_IMAGE_ID"]
+__all__ = ["pose_flags", "invalid_pose_reason", "check_renderable_pose", "InvalidPoseError", "PoseFlagger", "SAFE_IMAGE_ID"]
 
 SAFE_IMAGE_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$")
 
@@ -34,26 +34,57 @@ def invalid_pose_reason(pose: Pose) -> str | None:
     return None
 
 
+class InvalidPoseError(ValueError):
+    """A pose that cannot be rendered at all (non-finite centre, not a rotation, unsafe id)."""
+
+
+def check_renderable_pose(pose: Pose) -> None:
+    """Raise :class:`InvalidPoseError` naming the pose and the problem (see :func:`invalid_pose_reason`)."""
+    reason = invalid_pose_reason(pose)
+    if reason is not None:
+        raise InvalidPoseError(f"pose {pose.image_id!r}: {reason}")
+
+
+class PoseFlagger:
+    """The model's bounding box and prepared footprints, built once; :meth:`flags` per pose is cheap."""
+
+    def __init__(self, model: CityModel):
+        import shapely
+
+        lo, hi = model.bbox_local_m()
+        self._lo, self._hi = np.asarray(lo), np.asarray(hi)
+        self._has_geometry = any(len(m.triangles) for m in model.meshes.values())
+        fp = model.footprints()
+        self._footprints = None if fp.is_empty else fp
+        if self._footprints is not None:
+            shapely.prepare(self._footprints)
+
+    def flags_many(self, centers_local_m: np.ndarray) -> list[dict[str, bool]]:
+        import shapely
+
+        xyz = np.asarray(centers_local_m, dtype=np.float64).reshape(-1, 3)
+        if not len(xyz):
+            return []
+        lo, hi = self._lo, self._hi
+        outside = ~((xyz[:, 0] >= lo[0]) & (xyz[:, 0] <= hi[0]) & (xyz[:, 1] >= lo[1]) & (xyz[:, 1] <= hi[1]))
+        if not self._has_geometry:
+            outside[:] = True
+        if self._footprints is None:
+            inside = np.zeros(len(xyz), dtype=bool)
+        else:
+            inside = np.asarray(shapely.contains_xy(self._footprints, xyz[:, 0], xyz[:, 1]), dtype=bool)
+        below = xyz[:, 2] < 0
+        return [
+            {"outside_bounds": bool(o), "inside_building": bool(i), "below_ground": bool(b)}
+            for o, i, b in zip(outside, inside, below)
+        ]
+
+    def flags(self, pose: Pose) -> dict[str, bool]:
+        return self.flags_many(pose.center_local_m[None, :])[0]
+
+
 def pose_flags(model: CityModel, poses: Sequence[Pose]) -> list[dict[str, bool]]:
     """Per pose ``{"outside_bounds", "inside_building", "below_ground"}`` booleans."""
-    import shapely
-
     if not poses:
         return []
-    xyz = np.stack([p.center_local_m for p in poses])
-    lo, hi = model.bbox_local_m()
-    has_geometry = any(len(m.triangles) for m in model.meshes.values())
-    outside = ~((xyz[:, 0] >= lo[0]) & (xyz[:, 0] <= hi[0]) & (xyz[:, 1] >= lo[1]) & (xyz[:, 1] <= hi[1]))
-    if not has_geometry:
-        outside[:] = True
-    fp = model.footprints()
-    if fp.is_empty:
-        inside = np.zeros(len(poses), dtype=bool)
-    else:
-        shapely.prepare(fp)
-        inside = np.asarray(shapely.contains_xy(fp, xyz[:, 0], xyz[:, 1]), dtype=bool)
-    below = xyz[:, 2] < 0
-    return [
-        {"outside_bounds": bool(o), "inside_building": bool(i), "below_ground": bool(b)}
-        for o, i, b in zip(outside, inside, below)
-    ]
+    return PoseFlagger(model).flags_many(np.stack([p.center_local_m for p in poses]))

@@ -7,7 +7,17 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-__all__ = ["RenderSettings", "RenderMode", "DeviceChoice", "BadPosePolicy", "DEFAULT_PHOTO_SAMPLES"]
+__all__ = [
+    "RenderSettings",
+    "RenderMode",
+    "DeviceChoice",
+    "BadPosePolicy",
+    "DEFAULT_PHOTO_SAMPLES",
+    "CLIP_START_M",
+    "MIN_WIDTH_PX",
+    "MAX_WIDTH_PX",
+    "check_width",
+]
 
 RenderMode = Literal["labels", "photo"]
 DeviceChoice = Literal["auto", "cpu", "gpu"]
@@ -17,6 +27,19 @@ _MODES = ("labels", "photo")
 _DEVICES = ("auto", "cpu", "gpu")
 _BAD_POSE_POLICIES = ("render", "skip")
 DEFAULT_PHOTO_SAMPLES = 4  # ≈3 s per 1024×512 on 2 cores; a little noise reads as sensor noise
+CLIP_START_M = 0.05  # near clip of the panorama camera (both backends): nearer surfaces are not seen
+MIN_WIDTH_PX = 8
+# 16384 × 8192 = 134 M pixels ≈ 2.4 GB of labels-mode passes per panorama: anything wider is a typo.
+MAX_WIDTH_PX = 16384
+
+
+def check_width(width: object) -> None:
+    """Raise ``ValueError`` unless ``width`` is an even integer in [MIN_WIDTH_PX, MAX_WIDTH_PX]."""
+    if isinstance(width, bool) or not isinstance(width, int) or width % 2 or not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
+        raise ValueError(
+            f"width={width!r}: must be an even integer in [{MIN_WIDTH_PX}, {MAX_WIDTH_PX}] px (height = width / 2); "
+            "typical widths are 512, 1024, 2048 or 4096"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +71,10 @@ class RenderSettings:
         def bad(field: str, why: str) -> None:
             raise ValueError(f"RenderSettings.{field}={getattr(self, field)!r}: {why}")
 
-        if not isinstance(self.width, int) or self.width < 8 or self.width % 2:
-            bad("width", "must be an even integer >= 8 (height = width / 2)")
+        try:
+            check_width(self.width)
+        except ValueError as e:
+            raise ValueError(f"RenderSettings.{e}") from None
         if not self.clip_end_m > 1.0:
             bad("clip_end_m", "must be > 1 m (use 10-20 km for cities)")
         if not isinstance(self.threads, int) or self.threads < 0:
