@@ -14,7 +14,7 @@ from s2r_data.citymodel import MESH_CLASSES
 
 from .bpy_import import import_bpy
 
-__all__ = ["photo_materials", "sun_and_sky"]
+__all__ = ["photo_materials", "sun_and_sky", "add_photo_extras"]
 
 
 class _Graph:
@@ -108,6 +108,65 @@ _LOOKS = {
     "green": lambda g: _flat(g, 2.5, (0.04, 0.13, 0.02), (0.13, 0.30, 0.05), 0.95, 0.3),
     "roof": lambda g: _flat(g, 2.0, (0.12, 0.07, 0.05), (0.22, 0.12, 0.08), 0.7, 0.1),
 }
+
+
+def _object_xyz(g: _Graph):
+    """Object-space position (= ``local_m``: extras are built at the origin) for 3-D textures."""
+    return g.tree.nodes.new("ShaderNodeTexCoord").outputs["Object"]
+
+
+def _cell_colours(g: _Graph, scale: float, dark, light, tint: float, roughness: float) -> None:
+    """One random shade between ``dark`` and ``light`` per Voronoi cell (cells ≈ 1/``scale`` m:
+    one per car or person), tinted by the cell's random colour (``tint`` = how much shows)."""
+    vor = g.node("ShaderNodeTexVoronoi", Scale=scale)
+    g.link(_object_xyz(g), vor.inputs["Vector"])
+    shade = g.tree.nodes.new("ShaderNodeMix")
+    shade.data_type = "RGBA"
+    shade.inputs["A"].default_value = (*dark, 1.0)
+    shade.inputs["B"].default_value = (*light, 1.0)
+    g.link(vor.outputs["Distance"], shade.inputs["Factor"])
+    mix = g.tree.nodes.new("ShaderNodeMix")
+    mix.data_type = "RGBA"
+    mix.inputs["Factor"].default_value = tint
+    g.link(shade.outputs["Result"], mix.inputs["A"])
+    g.link(vor.outputs["Color"], mix.inputs["B"])
+    g.principled(mix.outputs["Result"], roughness)
+
+
+def _extra_flat(g: _Graph, scale: float, a, b, roughness: float, bump: float) -> None:
+    colour, fac = g.noise_mix(_object_xyz(g), scale, a, b)
+    g.principled(colour, roughness, bump_height=bump, bump_from=fac)
+
+
+# photo-only occluders of the realistic stand-in world (s2r_data.photo_extras.PHOTO_EXTRA_KEYS)
+_EXTRA_LOOKS = {
+    "tree_trunk": lambda g: _extra_flat(g, 8.0, (0.05, 0.035, 0.025), (0.12, 0.09, 0.06), 0.9, 0.4),
+    "tree_crown": lambda g: _extra_flat(g, 3.0, (0.02, 0.06, 0.01), (0.10, 0.22, 0.04), 0.95, 0.8),
+    "vehicle_body": lambda g: _cell_colours(g, 0.25, (0.02, 0.02, 0.025), (0.75, 0.75, 0.76), 0.2, 0.25),
+    "vehicle_glass": lambda g: _extra_flat(g, 2.0, (0.01, 0.012, 0.015), (0.04, 0.05, 0.06), 0.05, 0.0),
+    "pole": lambda g: _extra_flat(g, 4.0, (0.10, 0.11, 0.11), (0.20, 0.21, 0.21), 0.5, 0.0),
+    "person": lambda g: _cell_colours(g, 1.5, (0.03, 0.03, 0.04), (0.45, 0.40, 0.35), 0.5, 0.8),
+}
+
+
+def add_photo_extras(meshes_by_key: dict) -> dict:
+    """Photo-only meshes (``{key: Mesh}``, from :func:`s2r_data.photo_extras.load_photo_extras`)
+    → ``{key: object}`` with their photo materials. Photo mode writes no label pass, so these
+    objects carry no class (pass index 0)."""
+    from .scene import add_class_mesh
+
+    bpy = import_bpy()
+    objects = {}
+    for key, mesh in sorted(meshes_by_key.items()):
+        if key not in _EXTRA_LOOKS:
+            raise ValueError(f"no photo look for extra {key!r}; known: {sorted(_EXTRA_LOOKS)}")
+        mat = bpy.data.materials.new(f"photo_extra_{key}")
+        _EXTRA_LOOKS[key](_Graph(mat))
+        obj = add_class_mesh("wall", mesh, mat)  # the mesh builder; the class is reset below
+        if obj is not None:
+            obj.name, obj.pass_index = f"extra_{key}", 0
+            objects[key] = obj
+    return objects
 
 
 def photo_materials() -> dict:

@@ -49,6 +49,9 @@ class PanoRenderer:
         mats = photo_look.photo_materials() if photo else materials.label_materials()
         scene.add_city_meshes(model, mats, with_uvs=photo)
         if photo:
+            from s2r_data.photo_extras import load_photo_extras
+
+            photo_look.add_photo_extras(load_photo_extras(city_model_path))  # stand-in world occluders, if any
             photo_look.sun_and_sky(sc)
         else:
             materials.black_world(sc)

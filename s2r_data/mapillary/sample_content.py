@@ -1,13 +1,23 @@
-"""Replay content for the embedded ``sample`` city: synthetic panoramas along its streets.
+"""Replay content for the local Mapillary stand-in: synthetic panoramas along a city's streets.
 
-``python -m s2r_data.mapillary.sample_content --out data/sample/replay`` places ~24 panorama
-poses along the OSM highway lines inside the city boundary (every ~9 m, heading along the street,
-pitch/roll within ±3°, at least 1.5 m from building footprints), writes their Graph records to
-``images.json`` and renders stand-in photos ``images/<id>.jpg`` with the renderer's photo mode.
+Two modes (``python -m s2r_data.mapillary.sample_content --mode … --out DIR``):
 
-Rotations are real Mapillary ``computed_rotation`` vectors: world = true-north ENU at the image,
-so the grid rotation of the city frame is undone (``R_enu = R_local · R_enu_true_to_local``), and
-:func:`s2r_data.poses.pose_from_mapillary` gives back exactly the placed pose.
+* ``realistic`` (default; the embedded ``sample`` city's ``data/sample/replay``): stand-in photos
+  rendered from a *true world* (the OSM model with per-building offsets and height changes, plus
+  trees, parked vehicles, poles and people) at *true poses*, Graph records carrying *reported*
+  poses with realistic errors, and the hidden truth in ``truth.json``. See
+  :mod:`s2r_data.mapillary.standin_content`.
+* ``exact`` (for geometric tests): ~24 poses along the OSM highway lines inside the city boundary
+  (every ~9 m, heading along the street, pitch/roll within ±3°, at least 1.5 m from building
+  footprints), photos rendered by the photo mode on the OSM model at exactly the served poses.
+
+This module holds the exact mode and what both share: street lines, Graph records
+(:func:`panorama_record`), photo rendering and finishing, content writing, the CLI. Rotations
+are real Mapillary ``computed_rotation`` vectors: world = true-north ENU at the image, so the grid
+rotation of the city frame is undone (``R_enu = R_local · R_enu_true_to_local``), and
+:func:`s2r_data.poses.pose_from_mapillary` gives back exactly the pose a record was made from.
+
+Stand-in data generation only: no pipeline code imports this module or its ``standin_*`` siblings.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import random
 import string
 import sys
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +44,13 @@ import shapely
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..cities import CityConfig, load_city
 from ..frames import LocalFrame
-from ..poses import heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll, rotvec_from_matrix
+from ..poses import Pose, heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll, rotvec_from_matrix
+from .standin_world import StreetWay
 
 __all__ = [
     "Placement",
     "street_lines_local",
+    "street_ways_local",
     "place_panoramas",
     "panorama_record",
     "make_records",
@@ -73,9 +86,22 @@ def street_lines_local(
 ) -> list[tuple[str, LineString]]:
     """OSM ``highway=*`` ways (of the given types; None = all) clipped to the boundary, in
     ``local_m`` (one entry per clipped part, keyed ``w<way id>[_<part>]``)."""
+    return [(w.key, w.line) for w in street_ways_local(osm_path, frame, boundary_local, highways)]
+
+
+def street_ways_local(
+    osm_path: str | Path,
+    frame: LocalFrame,
+    boundary_local: BaseGeometry,
+    highways: frozenset[str] | None = STREET_HIGHWAYS,
+) -> list[StreetWay]:
+    """As :func:`street_lines_local`, with each way's carriageway width
+    (:func:`s2r_data.osm.classify.road_width_m`) and ``highway`` tag."""
     import osmium
 
-    out: list[tuple[str, LineString]] = []
+    from ..osm.classify import road_width_m
+
+    out: list[StreetWay] = []
     for o in osmium.FileProcessor(str(osm_path)).with_locations():
         if not (o.is_way() and "highway" in o.tags):
             continue
@@ -87,13 +113,14 @@ def street_lines_local(
             continue
         if len(lonlat) < 2:
             continue
+        tags = {t.k: t.v for t in o.tags}
         x, y = frame.lonlat_to_local([p[0] for p in lonlat], [p[1] for p in lonlat])
         clipped = LineString(np.column_stack([x, y])).intersection(boundary_local)
         parts = clipped.geoms if isinstance(clipped, MultiLineString) else [clipped]
         for i, part in enumerate(parts):
             if isinstance(part, LineString) and not part.is_empty and part.length > 0.5:
-                out.append((f"w{o.id}" + (f"_{i}" if i else ""), part))
-    return sorted(out, key=lambda kv: kv[0])
+                out.append(StreetWay(f"w{o.id}" + (f"_{i}" if i else ""), part, float(road_width_m(tags)), tags["highway"]))
+    return sorted(out, key=lambda w: w.key)
 
 
 def _heading_at(line: LineString, s: float) -> float:
@@ -293,24 +320,68 @@ def finish_photo(jpeg: bytes, *, quality: int = 85, blur_px: float = 0.6) -> byt
     return out.getvalue()
 
 
-def _render_photos(city: CityConfig, records: Sequence[dict[str, Any]], width: int, quality: int, work_dir: Path) -> dict[str, bytes]:
-    """Stand-in photos from the renderer's photo mode (lit, textured, sky)."""
-    from ..osm import build_or_load_city_model  # the renderer's input
+def photo_ok(path: Path, width: int) -> bool:
+    """``path`` is a readable JPEG of ``width`` × ``width / 2`` (a finished stand-in photo)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "JPEG" and im.size == (width, width // 2)
+    except (OSError, ValueError):
+        return False
+
+
+def render_photos(
+    model_path: Path,
+    poses: Sequence[Pose],
+    images_dir: Path,
+    *,
+    width: int,
+    quality: int,
+    work_dir: Path,
+    progress: bool = True,
+) -> list[str]:
+    """Stand-in photos ``images_dir/<id>.jpg`` of ``poses`` from the renderer's photo mode (lit,
+    textured, sky; the model's photo extras included), finished by :func:`finish_photo`.
+
+    Resumable per image: photos already finished are kept, each new one is written atomically as
+    soon as it is rendered (raw renders wait in ``work_dir/photos``). Returns the ids that failed."""
     from ..render import RenderSettings, render_poses
 
-    model = build_or_load_city_model(city, work_dir / "city")
-    model_path = model if isinstance(model, (str, Path)) else work_dir / "city" / "city_model.npz"
-    if not isinstance(model, (str, Path)) and not Path(model_path).is_file():
-        model.save(model_path)
+    todo = [p for p in poses if not photo_ok(images_dir / f"{p.image_id}.jpg", width)]
+    if not todo:
+        return []
+    failed: list[str] = []
+
+    def finish(r) -> None:
+        if r.status in ("ok", "skipped_existing") and r.path is not None:
+            atomic_write_bytes(images_dir / f"{r.image_id}.jpg", finish_photo(r.path.read_bytes(), quality=quality))
+            r.path.unlink()
+        else:
+            failed.append(f"{r.image_id} ({r.status}: {r.reason})")
+
+    settings = RenderSettings(mode="photo", width=width, jpeg_quality=95)
+    render_poses(model_path, todo, work_dir / "photos", settings, progress=progress, on_result=finish)
+    return failed
+
+
+def _render_photos(city: CityConfig, records: Sequence[dict[str, Any]], width: int, quality: int, work_dir: Path, out_dir: Path) -> None:
+    """Exact mode: photos from the OSM city model at the harvested poses."""
+    from ..osm import build_or_load_city_model  # the renderer's input
+
+    model_path = Path(build_or_load_city_model(city, work_dir / "city"))
     poses = [pose_from_mapillary(r, city.frame) for r in records]
-    render_poses(model_path, poses, work_dir / "photos", RenderSettings(mode="photo", width=width, jpeg_quality=quality))
-    out: dict[str, bytes] = {}
-    for r in records:
-        p = work_dir / "photos" / f"{r['id']}.jpg"
-        if not p.is_file():
-            raise RuntimeError(f"renderer produced no photo for image {r['id']} (expected {p})")
-        out[r["id"]] = finish_photo(p.read_bytes(), quality=quality)
-    return out
+    failed = render_photos(model_path, poses, out_dir / "images", width=width, quality=quality, work_dir=work_dir)
+    if failed:
+        raise RuntimeError(f"renderer produced no photo for {len(failed)} images ({'; '.join(failed[:3])}); rerun to retry them")
+
+
+def remove_stale(out_dir: Path, keep_ids: set[str]) -> None:
+    """Delete ``out_dir/images/<id>.jpg`` of ids not in ``keep_ids`` (earlier content)."""
+    if (out_dir / "images").is_dir():
+        for p in (out_dir / "images").glob("*.jpg"):
+            if p.stem not in keep_ids:
+                p.unlink()
 
 
 def _footprints_local(city: CityConfig, work_dir: Path) -> BaseGeometry:
@@ -354,16 +425,14 @@ def generate_sample_content(
         if len(placements) < count:  # short streets: step down to the low end of 8-10 m
             placements = place_panoramas(lines, footprints, step_m=min(step_m, 8.0), max_count=count, seed=seed)
         records = make_records(placements, frame, seed=seed, width=width)
+        out = Path(out_dir)
+        remove_stale(out, {r["id"] for r in records})
+        (out / "truth.json").unlink(missing_ok=True)  # exact content has no hidden truth
         images: dict[str, bytes] = {}
         if photos == "render":
-            images = _render_photos(city, records, width, quality, work)
+            _render_photos(city, records, width, quality, work, out)
         elif photos == "placeholder":
             images = {r["id"]: placeholder_jpeg(width, seed=i, quality=quality) for i, r in enumerate(records)}
-        out = Path(out_dir)
-        if (out / "images").is_dir():
-            stale = {p.stem for p in (out / "images").glob("*.jpg")} - {r["id"] for r in records}
-            for s in stale:
-                (out / "images" / f"{s}.jpg").unlink()
         write_content(out, records, images)
         return records
     finally:
@@ -373,29 +442,53 @@ def generate_sample_content(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m s2r_data.mapillary.sample_content", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("realistic", "exact"), default="realistic",
+                    help="realistic: photos of a true world at true poses, records with reported poses, truth.json "
+                         "(default); exact: photos at the served poses on the OSM model")
     ap.add_argument("--out", default="data/sample/replay")
     ap.add_argument("--city", default="sample")
     ap.add_argument("--count", type=int, default=24)
-    ap.add_argument("--step-m", type=float, default=9.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--photos", choices=("render", "placeholder", "none"), default="render")
-    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--width", type=int, default=2048, help="photo width in px (height = width / 2)")
     ap.add_argument("--quality", type=int, default=85)
-    ap.add_argument("--work-dir", default=None, help="keep the city model and raw renders here")
+    ap.add_argument("--work-dir", default=None, help="keep the city model(s) and raw renders here")
+    ap.add_argument("--step-m", type=float, default=9.0, help="exact mode: spacing along the streets")
+    ap.add_argument("--images-per-sequence", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                    help="realistic mode: sequence lengths (default 5 12)")
+    ap.add_argument("--centre-m", type=float, nargs=2, metavar=("X", "Y"), default=(0.0, 0.0),
+                    help="realistic mode: streets nearest this local_m point first (default: the city's reference point)")
+    ap.add_argument("--force", action="store_true", help="realistic mode: replace content of another plan in --out")
+    ap.add_argument("--keep-work", action="store_true", help="realistic mode: keep --out/.work after a complete run")
     args = ap.parse_args(argv)
-    recs = generate_sample_content(
-        args.out,
-        city_name=args.city,
-        count=args.count,
-        step_m=args.step_m,
-        seed=args.seed,
-        photos=args.photos,
-        width=args.width,
-        quality=args.quality,
-        work_dir=args.work_dir,
-    )
-    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
-    print(f"wrote {len(recs)} panoramas to {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
+    t0 = time.perf_counter()
+    if args.mode == "exact":
+        recs = generate_sample_content(
+            args.out, city_name=args.city, count=args.count, step_m=args.step_m, seed=args.seed, photos=args.photos,
+            width=args.width, quality=args.quality, work_dir=args.work_dir,
+        )
+        n, extra = len(recs), ""
+    else:
+        from .standin_capture import CaptureConfig
+        from .standin_content import RealisticConfig, StandinContentError, generate_realistic_content
+
+        capture = {"count": args.count, "centre_xy_m": tuple(args.centre_m)}
+        if args.images_per_sequence is not None:
+            capture["images_per_sequence"] = tuple(args.images_per_sequence)
+        try:
+            config = RealisticConfig(city=args.city, seed=args.seed, width=args.width, quality=args.quality,
+                                     capture=CaptureConfig(**capture))
+            plan = generate_realistic_content(args.out, config, photos=args.photos, work_dir=args.work_dir, force=args.force,
+                                              keep_work=args.keep_work)
+        except (StandinContentError, ValueError) as e:
+            print(f"sample_content: {e}", file=sys.stderr)
+            return 2
+        n = len(plan.records)
+        t = plan.truth
+        extra = (f"; {len(t['sequences'])} sequences, {len(t['buildings'])} buildings changed, {len(t['occluders'])} occluders, "
+                 f"truth in {Path(args.out) / 'truth.json'}")
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file() and ".work" not in p.parts)
+    print(f"wrote {n} panoramas to {args.out} ({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s{extra}", file=sys.stderr)
     return 0
 
 
