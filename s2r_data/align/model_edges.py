@@ -75,6 +75,7 @@ class ModelEdges:
     normal_b: np.ndarray  # float64 (S, 3) of the other face (= normal_a for mesh boundary edges)
     crease_deg: np.ndarray  # float64 (S,) angle between the two face normals
     building: np.ndarray  # int32 (S,) connected component of the building mesh; −1 on the ground
+    source: np.ndarray  # int64 (S,) the mesh edge a piece was cut from (long edges are split)
 
     def __len__(self) -> int:
         return int(len(self.kind))
@@ -199,9 +200,27 @@ def _ground_boundaries(model: CityModel, clip_bounds: tuple[float, float, float,
             "nb": z, "crease": np.zeros(n), "building": np.full(n, -1, np.int32)}
 
 
+def _split_long(parts: dict[str, np.ndarray], max_len_m: float) -> dict[str, np.ndarray]:
+    """Cut segments longer than ``max_len_m`` into equal pieces (so a long street edge passing
+    near the camera is sampled densely where it is near); ``source`` keeps the original edge."""
+    L = np.linalg.norm(parts["p1"] - parts["p0"], axis=1)
+    k = np.maximum(1, np.ceil(L / max_len_m)).astype(np.int64)
+    rep = np.repeat(np.arange(len(L)), k)
+    j = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+    t0 = (j / np.repeat(k, k))[:, None]
+    t1 = ((j + 1) / np.repeat(k, k))[:, None]
+    d = parts["p1"][rep] - parts["p0"][rep]
+    out = {name: a[rep] for name, a in parts.items()}
+    out["p0"] = parts["p0"][rep] + t0 * d
+    out["p1"] = parts["p0"][rep] + t1 * d
+    out["source"] = parts["source"][rep]
+    return out
+
+
 def extract_model_edges(model: CityModel, *, crease_min_deg: float = 20.0, ground_z_m: float = 0.0,
-                        ground_boundaries: bool = True) -> ModelEdges:
-    """All photo-relevant straight edges of ``model`` (see the module docstring)."""
+                        ground_boundaries: bool = True, max_segment_m: float = 5.0) -> ModelEdges:
+    """All photo-relevant straight edges of ``model`` (see the module docstring), cut into pieces of
+    at most ``max_segment_m``."""
     cb = model.meta.get("clip_bounds_local_m")
     clip = tuple(float(x) for x in cb) if cb is not None and len(cb) == 4 else None
     parts = [_building_edges(model, crease_min_deg, ground_z_m)]
@@ -210,12 +229,11 @@ def extract_model_edges(model: CityModel, *, crease_min_deg: float = 20.0, groun
     parts = [p for p in parts if p]
     if not parts:
         z3 = np.zeros((0, 3))
-        return ModelEdges(z3, z3, np.zeros(0, np.uint8), z3, z3, np.zeros(0), np.zeros(0, np.int32))
-
-    def cat(k: str) -> np.ndarray:
-        return np.concatenate([p[k] for p in parts])
-
-    return ModelEdges(cat("p0"), cat("p1"), cat("kind"), cat("na"), cat("nb"), cat("crease"), cat("building"))
+        return ModelEdges(z3, z3, np.zeros(0, np.uint8), z3, z3, np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int64))
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    merged["source"] = np.arange(len(merged["kind"]), dtype=np.int64)
+    m = _split_long(merged, max_segment_m)
+    return ModelEdges(m["p0"], m["p1"], m["kind"], m["na"], m["nb"], m["crease"], m["building"], m["source"])
 
 
 @dataclass(frozen=True)
@@ -225,8 +243,8 @@ class EdgePoints:
     xyz_local_m: np.ndarray  # float64 (N, 3)
     tangent_local: np.ndarray  # float64 (N, 3) unit direction of the edge through the point
     kind: np.ndarray  # uint8 (N,)
-    weight: np.ndarray  # float64 (N,) kind weight / sqrt(points of the edge)
-    edge: np.ndarray  # int64 (N,) index into ModelEdges
+    weight: np.ndarray  # float64 (N,) kind weight / sqrt(points of the source edge)
+    edge: np.ndarray  # int64 (N,) source edge (ModelEdges.source)
     building: np.ndarray  # int32 (N,)
     center_local_m: np.ndarray  # (3,) camera centre they were sampled for
 
@@ -306,14 +324,16 @@ def sample_visible_points(
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     dist = np.linalg.norm(X - C, axis=1)
     ok = dist >= min_distance_m
-    X, tangent, rep, dist, nrep = X[ok], tangent[ok], rep[ok], dist[ok], np.repeat(n, n)[ok]
+    X, tangent, rep = X[ok], tangent[ok], rep[ok]
     if occluder is not None and len(X):
         # lift points a few cm off the ground and stop the ray short of the edge: grazing rays
         # along the surfaces that meet at the edge must not count as occluded
         lift = np.where(X[:, 2] < 0.1, 0.05, 0.0)
         target = X + np.stack([np.zeros_like(lift), np.zeros_like(lift), lift], axis=1)
         vis = ~occluder.occluded(C, target, eps_m=0.05)
-        X, tangent, rep, dist, nrep = X[vis], tangent[vis], rep[vis], dist[vis], nrep[vis]
+        X, tangent, rep = X[vis], tangent[vis], rep[vis]
     k = kind[rep]
-    w = kw[k] / np.sqrt(nrep)
-    return EdgePoints(X, tangent, k, w, rep.astype(np.int64), edges.building[rep], C)
+    src = edges.source[rep]
+    _, inv, cnt = np.unique(src, return_inverse=True, return_counts=True)
+    w = kw[k] / np.sqrt(cnt[inv])
+    return EdgePoints(X, tangent, k, w, src, edges.building[rep], C)

@@ -32,6 +32,7 @@ see :func:`s2r_data.align.pipeline.align_one`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -433,11 +434,16 @@ def refine_pose(
     prior: PosePrior | None = None,
     start: Pose | None = None,
     coarse: bool = True,
+    fine: bool = True,
+    grid_half_m: float | None = None,
 ) -> RefineResult:
-    """Refine one panorama's pose (see the module docstring). ``photo``: (H, W, 3) uint8 (or float in
-    [0, 1]) or precomputed :class:`PhotoFeatures`. ``prior`` defaults to
-    broad Gaussians around ``reported``; ``start`` (default: the prior mean) is where the search
-    starts; ``coarse=False`` skips the heading FFT and the grid (a warm start)."""
+    """Refine one panorama's pose (see the module docstring).
+
+    ``photo``: (H, W, 3) uint8 (or float in [0, 1]) or precomputed :class:`PhotoFeatures`.
+    ``prior``: Gaussians on the six numbers (default: broad, around ``reported``); ``start``
+    (default: the prior mean) is where the search starts. ``coarse=False`` skips the heading FFT
+    and the position grid (a warm start); ``fine=False`` stops after the coarse level;
+    ``grid_half_m`` overrides the grid extent."""
     t0 = time.perf_counter()
     feats = photo if isinstance(photo, PhotoFeatures) else photo_features(photo, config)
     prior = prior or PosePrior.around(reported, config)
@@ -446,6 +452,11 @@ def refine_pose(
     em = feats.coarse
     flags: list[str] = []
     detail: dict[str, Any] = {}
+    kw = config.weights()
+
+    def sample(v: np.ndarray, step_deg: float) -> EdgePoints:
+        return sample_visible_points(edges, v[3:6], scene, radius_m=config.radius_m, step_deg=step_deg,
+                                     max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
 
     def result(status: str, v: np.ndarray, pts: EdgePoints | None, cost_b: float, cost_a: float, std=None) -> RefineResult:
         sol = pose_from_vector(v, reported) if status == "refined" else reported
@@ -462,12 +473,8 @@ def refine_pose(
     if max(abs(v_rep[1]), abs(v_rep[2])) > math.radians(config.max_tilt_deg):
         flags.append("tilt_out_of_range")
         return result("rejected", v_rep, None, float("nan"), float("nan"))
-    kw = config.weights()
-    pts = sample_visible_points(edges, v0[3:6], scene, radius_m=config.radius_m, step_deg=config.coarse_step_deg,
-                                max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
-    pts_rep = pts if np.allclose(v0, v_rep) else sample_visible_points(
-        edges, v_rep[3:6], scene, radius_m=config.radius_m, step_deg=config.coarse_step_deg,
-        max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
+    pts = sample(v0, config.coarse_step_deg)
+    pts_rep = pts if np.allclose(v0, v_rep) else sample(v_rep, config.coarse_step_deg)
     cost_before = edge_cost_deg(em, pts_rep, v_rep)
     n_bld = int((pts.building >= 0).sum())
     if len(pts) < config.min_points or n_bld < config.min_building_points:
@@ -485,10 +492,11 @@ def refine_pose(
             vh = v.copy()
             vh[0] += dpsi
             starts.append(vh)
+        gcfg = config if grid_half_m is None else dataclasses.replace(config, grid_half_m=grid_half_m)
         best: tuple[float, np.ndarray] | None = None
         grid_starts: list[np.ndarray] = []
         for s0 in starts:
-            grid_starts += _grid_search(em, pts, s0, config, prior)
+            grid_starts += _grid_search(em, pts, s0, gcfg, prior)
         for s0 in grid_starts[: 2 * config.n_starts]:
             vs, _ = _solve_dt(em, pts, s0, config, prior)
             cost = edge_cost_deg(em, pts, vs)
@@ -496,27 +504,22 @@ def refine_pose(
                 best = (cost, vs)
         assert best is not None
         v = best[1]
-        # refresh visibility at the new centre, solve again
-        pts = sample_visible_points(edges, v[3:6], scene, radius_m=config.radius_m, step_deg=config.coarse_step_deg,
-                                    max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
+        pts = sample(v, config.coarse_step_deg)  # visibility at the new centre, solve again
         if len(pts) >= config.min_points:
             v, _ = _solve_dt(em, pts, v, config, prior)
         detail["coarse_cost_deg"] = edge_cost_deg(em, pts, v)
 
-    # fine: denser points, visibility at the coarse solution
-    pts_f = sample_visible_points(edges, v[3:6], scene, radius_m=config.radius_m, step_deg=config.fine_step_deg,
-                                  max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
-    fine_info = []
-    for radius in config.fine_radii_px:
-        v, info = _solve_fine(feats, pts_f, v, config, prior, radius)
-        fine_info.append(info)
-        if np.hypot(*(v[3:5] - pts_f.center_local_m[:2])) > 1.0:
-            pts_f = sample_visible_points(edges, v[3:6], scene, radius_m=config.radius_m, step_deg=config.fine_step_deg,
-                                          max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
-    detail["fine"] = fine_info
+    pts_f = sample(v, config.fine_step_deg if fine else config.coarse_step_deg)
+    if fine:
+        fine_info = []
+        for radius in config.fine_radii_px:
+            v, info = _solve_fine(feats, pts_f, v, config, prior, radius)
+            fine_info.append(info)
+            if np.hypot(*(v[3:5] - pts_f.center_local_m[:2])) > 1.0:
+                pts_f = sample(v, config.fine_step_deg)
+        detail["fine"] = fine_info
     v[0] = math.remainder(v[0], 2 * math.pi)
-    pts_final = sample_visible_points(edges, v[3:6], scene, radius_m=config.radius_m, step_deg=config.coarse_step_deg,
-                                      max_points_per_edge=config.max_points_per_edge, kind_weights=kw)
+    pts_final = sample(v, config.coarse_step_deg)
     cost_after = edge_cost_deg(em, pts_final, v)
     std = _predicted_std(pts_f, v, feats.sampler.width, config, prior)
     return result("refined", v, pts_final, cost_before, cost_after, std)
