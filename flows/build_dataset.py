@@ -41,7 +41,7 @@ from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 
 from . import stages
 from .mapillary_token import MissingTokenError
-from .report import report_markdown, write_preview_png, write_report_files
+from .report import report_markdown, write_alignment_png, write_preview_png, write_report_files, write_score_histogram_png
 
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
 
@@ -98,6 +98,10 @@ class BuildLayout:
 
     def renders_dir(self, width: int) -> Path:
         return self.city_dir / "renders" / f"w{width}"
+
+    @property
+    def align_dir(self) -> Path:
+        return self.city_dir / "alignment"
 
     @property
     def report_dir(self) -> Path:
@@ -170,6 +174,11 @@ def harvest_tile_task(
     )
 
 
+@task(name="align-poses", tags=["cpu"])
+def align_poses_task(city_model_path: str, samples: list[dict[str, Any]], align_dir: str, threads: int) -> dict[str, Any]:
+    return stages.align_batch(Path(city_model_path), samples, Path(align_dir), threads=threads)
+
+
 @task(name="render-and-write", tags=["blender"])
 def render_and_write_task(
     city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int
@@ -235,6 +244,7 @@ def build_dataset(
     graph_url: str = DEFAULT_GRAPH_URL,
     tiles_url: str = DEFAULT_TILES_URL,
     batch_size: int = 8,
+    refine_poses: bool = True,
     network_retries: int = 3,
     harvest_overrides: dict[str, Any] | None = None,
     preview_count: int = 4,
@@ -257,6 +267,10 @@ def build_dataset(
         store_url: the Zarr store (default ``out_dir/<city>/dataset.zarr``).
         graph_url, tiles_url: Mapillary API bases (the replay server's in tests and the demo).
         batch_size: poses per render task (one Blender process renders a batch).
+        refine_poses: refine each reported pose against the city model before rendering
+            (s2r_data.align: heading, pitch, roll, position, camera height; per-sequence prior;
+            the refined pose is kept only if its alignment score is higher). Off: render the
+            reported poses (every pair is still scored).
         network_retries: task-level retries of a tile's harvest (exponential back-off).
         harvest_overrides: extra HarvestConfig fields (e.g. ``{"max_concurrency": 4}``).
         preview_count: pairs shown in the preview PNG.
@@ -322,6 +336,22 @@ def build_dataset(
         len(poses), sum(pose_failures.values()), len(poses) - len(todo), len(todo),
     )
     specs = stages.sample_specs(todo, layout.harvest_dir, harvest.table_path)
+    alignment = None
+    if refine_poses and specs:
+        t0 = time.perf_counter()
+        align_batches = stages.alignment_batches(specs, max(batch_size, 16))
+        n_align = max(1, min(TASK_WORKERS, len(align_batches)))
+        align_futures = align_poses_task.map(
+            city_model_path=unmapped(city_model_path),
+            samples=[[s.to_dict() for s in b] for b in align_batches],
+            align_dir=unmapped(str(layout.align_dir)),
+            threads=unmapped(max(1, (os.cpu_count() or 1) // n_align)),
+        )
+        align_reports = [f.result() for f in align_futures]
+        specs = [stages.SampleSpec.from_dict(d) for rep in align_reports for d in rep["samples"]]
+        alignment = stages.alignment_summary([it for rep in align_reports for it in rep["items"]])
+        timings["align"] = time.perf_counter() - t0
+        log.info("pose refinement: %d images, %s", alignment["images"], alignment["status"])
     batches = _batches([s.to_dict() for s in specs], batch_size)
     n_parallel = max(1, min(TASK_WORKERS, len(batches)))
     threads = max(1, (os.cpu_count() or 1) // n_parallel)  # Blender threads per concurrent batch
@@ -370,15 +400,17 @@ def build_dataset(
         batch_reports=batch_reports,
         final=final,
         timings=timings,
+        alignment=alignment,
     )
     if train_after:
         summary["train_flow_run"] = _trigger_training(train_deployment, layout.store_url, train_config, final)
-    _publish_report(summary, layout, preview_count, preview_base_url, out_dir)
+    _publish_report(summary, layout, preview_count, preview_base_url, out_dir, city_model_path)
     log.info("dataset %s: %d samples, verified", layout.store_url, final["samples"])
     return summary
 
 
-def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count: int, preview_base_url: str | None, out_dir: str) -> None:
+def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count: int, preview_base_url: str | None, out_dir: str,
+                    city_model_path: str) -> None:
     log = get_run_logger()
     preview_path = None
     if preview_count > 0:
@@ -390,6 +422,8 @@ def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count:
     if preview_path is not None and preview_base_url:
         rel = preview_path.relative_to(Path(out_dir).resolve()).as_posix()
         preview_url = preview_base_url.rstrip("/") + "/" + rel
+    if preview_count > 0:
+        _alignment_figures(summary, layout, Path(city_model_path), preview_count)
     markdown = report_markdown(summary, preview_path=str(preview_path) if preview_path else None, preview_url=preview_url)
     md_path, json_path = write_report_files(summary, layout.report_dir, markdown)
     summary["report_md"], summary["report_json"] = str(md_path), str(json_path)
@@ -403,6 +437,22 @@ def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count:
     if preview_url:
         create_image_artifact(image_url=preview_url, key=f"{key}-preview", description="DiffCol | normal | depth | photo")
     log.info("report: %s (preview %s)", md_path, preview_path)
+
+
+def _alignment_figures(summary: dict[str, Any], layout: BuildLayout, city_model_path: Path, count: int) -> None:
+    """Score histogram and worst/best before|after overlays (PNG) beside the report."""
+    from s2r_data.store.index import read_index
+    from s2r_data.store.urls import location
+
+    index = read_index(location(summary["store_url"]))
+    after = index.column("alignment_score").to_pylist()
+    if not any(v is not None for v in after):
+        return
+    before = index.column("alignment_score_before").to_pylist()
+    summary["alignment_histogram_png"] = str(write_score_histogram_png(before, after, layout.report_dir / "alignment_scores.png"))
+    pairs = stages.alignment_report_pairs(summary["store_url"], city_model_path, max(1, count // 2))
+    if pairs:
+        summary["alignment_png"] = str(write_alignment_png(pairs, layout.report_dir / "alignment_pairs.png"))
 
 
 def _trigger_training(deployment: str, store_url: str, train_config: str | None, final: dict[str, Any]) -> str:

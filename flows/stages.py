@@ -7,6 +7,7 @@ calls and checks its outputs first, so any step can be rerun and is testable on 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,6 +46,13 @@ __all__ = [
     "harvested_rows",
     "poses_from_harvest",
     "sample_specs",
+    "ALIGNMENT_VERSION",
+    "alignment_batches",
+    "align_batch",
+    "alignment_summary",
+    "load_photo_native",
+    "drop_stale_render",
+    "pair_alignment_score",
     "render_path",
     "load_photo",
     "store_exists",
@@ -52,9 +60,14 @@ __all__ = [
     "render_and_write_batch",
     "finalize_store",
     "preview_pairs",
+    "reported_pose_of_row",
+    "alignment_report_pairs",
     "summarize",
     "count_reasons",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class PermanentHarvestError(RuntimeError):
@@ -298,19 +311,21 @@ def poses_from_harvest(
 class SampleSpec:
     """What a render batch needs per panorama (JSON-able through :meth:`to_dict`)."""
 
-    pose: Pose
+    pose: Pose  # the pose to render: the reported one, or the refined one after align_batch
     photo_path: str  # absolute path of the harvested JPEG
     tile: str | None = None
     captured_at_ms: int | None = None
     sequence_id: str | None = None
+    alignment: dict[str, Any] | None = None  # s2r_data.align.AlignOutcome.to_dict() when aligned
 
     def to_dict(self) -> dict[str, Any]:
         return {"pose": self.pose.to_dict(), "photo_path": self.photo_path, "tile": self.tile,
-                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id}
+                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id, "alignment": self.alignment}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SampleSpec":
-        return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"))
+        return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"),
+                   d.get("alignment"))
 
 
 def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> list[SampleSpec]:
@@ -320,6 +335,114 @@ def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> 
         r = rows[p.image_id]
         out.append(SampleSpec(p, str((Path(harvest_dir) / r["image_path"]).resolve()), r.get("tile"), r.get("captured_at"), r.get("sequence_id")))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# pose alignment (s2r_data.align): refine the reported poses against the city model before rendering
+
+ALIGNMENT_VERSION = "1"  # bump when a change alters refined poses (invalidates the per-image cache)
+
+
+def alignment_batches(specs: Sequence[SampleSpec], max_images: int) -> list[list[SampleSpec]]:
+    """Whole sequences per batch (the sequence prior needs them together), about ``max_images``
+    images each; images without a sequence go alone."""
+    groups: dict[str, list[SampleSpec]] = {}
+    for s in specs:
+        groups.setdefault(s.sequence_id or f"\0{s.pose.image_id}", []).append(s)
+    batches: list[list[SampleSpec]] = []
+    cur: list[SampleSpec] = []
+    for key in sorted(groups):
+        if cur and len(cur) + len(groups[key]) > max_images:
+            batches.append(cur)
+            cur = []
+        cur.extend(groups[key])
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _alignment_key(city_model_path: Path, pose: Pose) -> str:
+    from s2r_data.citymodel import CityModel
+
+    meta_key = CityModel.load(city_model_path).meta.get("cache_key", "")
+    return hashlib.sha1(json.dumps([ALIGNMENT_VERSION, meta_key, pose.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_photo_native(path: str | Path) -> np.ndarray:
+    """The harvested panorama at its own width (2:1), (H, W, 3) uint8, for alignment."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width = im.width - im.width % 2
+    return load_photo(path, width).transpose(1, 2, 0)
+
+
+def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], align_dir: Path, *, threads: int = 0) -> dict[str, Any]:
+    """Refine the poses of a batch of whole sequences (s2r_data.align) and decide per image whether
+    the refined pose is adopted (never worse by the alignment score). Results are cached per image
+    in ``align_dir/<image_id>.json`` (keyed by the city model, the reported pose and
+    :data:`ALIGNMENT_VERSION`): a rerun redoes nothing. Returns the specs with the adopted poses."""
+    from s2r_data.align import AlignConfig, AlignInput, AlignOutcome, align_images, extract_model_edges
+    from s2r_data.atomic import atomic_write_text
+    from s2r_data.citymodel import CityModel
+    from s2r_data.render.raycast import RaycastScene
+
+    specs = [SampleSpec.from_dict(s) for s in samples]
+    t0 = time.perf_counter()
+    outcomes: dict[str, AlignOutcome] = {}
+    keys = {}
+    todo = []
+    for s in specs:
+        keys[s.pose.image_id] = key = _alignment_key(Path(city_model_path), s.pose)
+        path = Path(align_dir) / f"{s.pose.image_id}.json"
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("key") == key:
+                    outcomes[s.pose.image_id] = AlignOutcome.from_dict(doc["outcome"])
+                    continue
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable cache entry: align again
+        todo.append(s)
+    if todo:
+        model = CityModel.load(city_model_path)
+        edges = extract_model_edges(model)
+        scene = RaycastScene(model, threads=threads)
+
+        def save(o: AlignOutcome) -> None:
+            outcomes[o.image_id] = o
+            doc = {"key": keys[o.image_id], "outcome": o.to_dict()}
+            atomic_write_text(Path(align_dir) / f"{o.image_id}.json", json.dumps(doc, default=float))
+
+        items = [AlignInput(s.pose.image_id, s.pose, (lambda p=s.photo_path: load_photo_native(p)), s.sequence_id, s.captured_at_ms)
+                 for s in todo]
+        align_images(items, edges, scene, AlignConfig(), progress=save)
+    out_specs = []
+    items_out = []
+    for s in specs:
+        o = outcomes[s.pose.image_id]
+        out_specs.append(dataclasses.replace(s, pose=o.pose, alignment=o.to_dict()))
+        items_out.append({"image_id": o.image_id, "status": o.status, "flags": list(o.flags),
+                          "score_before": o.score_before.score if o.score_before else None,
+                          "score_after": o.score_after.score if o.score_after else None, "time_s": o.time_s})
+    return {"samples": [s.to_dict() for s in out_specs], "items": items_out, "aligned_now": len(todo),
+            "align_s": time.perf_counter() - t0}
+
+
+def alignment_summary(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts by status and flag, and score quantiles before/after (for the build report)."""
+    status = Counter(str(it["status"]) for it in items)
+    flags = Counter(f for it in items for f in it.get("flags", []))
+
+    def q(key: str) -> dict[str, float]:
+        v = np.array([it[key] for it in items if it.get(key) is not None and np.isfinite(it[key])], dtype=np.float64)
+        if not len(v):
+            return {}
+        return {"median": round(float(np.median(v)), 3), "p10": round(float(np.percentile(v, 10)), 3),
+                "p90": round(float(np.percentile(v, 90)), 3)}
+
+    return {"images": len(items), "status": dict(status), "flags": dict(flags), "score_before": q("score_before"),
+            "score_after": q("score_after"), "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
 
 
 def render_path(renders_dir: Path, image_id: str) -> Path:
@@ -353,6 +476,37 @@ def ids_in_store(store_url: str) -> set[str]:
     return {str(x) for x in read_index(location(store_url)).column("image_id").to_pylist()}
 
 
+def drop_stale_render(path: Path, pose: Pose) -> bool:
+    """Delete ``path`` if it holds passes rendered at another pose (e.g. before refinement);
+    returns whether it did."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta_json"].tobytes().decode())
+        old = Pose.from_dict(meta["pose"])
+    except Exception:  # noqa: BLE001 - unreadable or without a pose: the renderer re-checks it
+        return False
+    same = (np.allclose(old.center_local_m, pose.center_local_m, atol=1e-4)
+            and np.allclose(old.R_world_to_cam_opensfm, pose.R_world_to_cam_opensfm, atol=1e-7))
+    if not same:
+        path.unlink(missing_ok=True)
+    return not same
+
+
+def pair_alignment_score(real_chw: np.ndarray, passes: Any, pose: Pose) -> float | None:
+    """The alignment score (s2r_data.align.score, [0, 1]) of a written pair; None if unusable."""
+    from s2r_data.align import ScoreConfig, score_pair
+
+    try:
+        sc = score_pair(real_chw, passes.label, passes.depth_m, passes.normal, pose.R_world_to_cam_opensfm,
+                        ScoreConfig(width_px=min(1024, int(passes.width))))
+    except Exception as e:  # noqa: BLE001 - a score must never sink the sample
+        log.warning("alignment score of %s failed: %s", pose.image_id, e)
+        return None
+    return float(sc.score) if sc.usable else None
+
+
 def render_and_write_batch(
     city_model_path: Path,
     samples: Sequence[Mapping[str, Any]],
@@ -370,6 +524,8 @@ def render_and_write_batch(
 
     specs = [SampleSpec.from_dict(s) for s in samples]
     settings = RenderSettings(width=width, threads=threads)
+    for spec in specs:  # a render at another pose (before the pose was refined) is stale
+        drop_stale_render(render_path(renders_dir, spec.pose.image_id), spec.pose)
     t0 = time.perf_counter()
     results = render_poses(city_model_path, [s.pose for s in specs], renders_dir, settings, progress=False)
     render_s = time.perf_counter() - t0
@@ -395,7 +551,12 @@ def render_and_write_batch(
                             "outside_bounds": bool(r.flags.get("outside_bounds", False)),
                             "inside_building": bool(r.flags.get("inside_building", False)),
                             "render_time_s": passes.meta.get("render_time_s", r.render_time_s),
+                            "alignment_score": pair_alignment_score(real, passes, spec.pose),
                         }
+                        if spec.alignment is not None:
+                            from s2r_data.align import AlignOutcome
+
+                            row.update(AlignOutcome.from_dict(spec.alignment).index_columns())
                         writer.write_sample(
                             r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
                             np.ones_like(passes.sky_mask), row, exist_ok=True,
@@ -456,6 +617,53 @@ def preview_pairs(store_url: str, count: int) -> list[Any]:
     return [PreviewPair(ds.image_ids[i], ds.read(i, "sim"), ds.read(i, "real")) for i in range(n)]
 
 
+def reported_pose_of_row(row: Mapping[str, Any]) -> Pose | None:
+    """The reported pose kept in an index row by the alignment columns (None if not aligned)."""
+    R = row.get("reported_R_world_to_cam_opensfm")
+    if R is None or row.get("reported_x_local_m") is None:
+        return None
+    return Pose(str(row["image_id"]), [row["reported_x_local_m"], row["reported_y_local_m"], row["reported_z_local_m"]],
+                np.asarray(R, dtype=np.float64).reshape(3, 3))
+
+
+def alignment_report_pairs(store_url: str, city_model_path: Path, count: int, *, width: int = 1024) -> list[Any]:
+    """The ``count`` worst and ``count`` best scored pairs of the store as
+    :class:`flows.report.AlignmentPair`: the photo with the model's edges at the reported pose
+    (before) and at the stored pose (after), both ray-cast at ``width``."""
+    from s2r_data.align.overlay import edge_overlay
+    from s2r_data.citymodel import CityModel
+    from s2r_data.render.raycast import RaycastScene
+    from s2r_data.store.reader import open_dataset
+
+    from .report import AlignmentPair
+
+    ds = open_dataset(store_url)
+    rows = ds.index.to_pylist()
+    scored = sorted((r["alignment_score"], i) for i, r in enumerate(rows) if r.get("alignment_score") is not None)
+    if not scored or count < 1:
+        return []
+    picks = [("worst", i) for _, i in scored[:count]] + [("best", i) for _, i in scored[::-1][:count]]
+    seen: set[int] = set()
+    scene = RaycastScene(CityModel.load(city_model_path))
+    out = []
+    for which, i in picks:
+        if i in seen:
+            continue
+        seen.add(i)
+        row = rows[i]
+        after_pose = Pose(str(row["image_id"]), [row["x_local_m"], row["y_local_m"], row["z_local_m"]],
+                          np.asarray(row["R_world_to_cam_opensfm"]).reshape(3, 3))
+        before_pose = reported_pose_of_row(row) or after_pose
+        real = ds.read(i, "real")
+        panels = []
+        for pose in (before_pose, after_pose):
+            p = scene.render(pose, width)
+            panels.append(edge_overlay(real, p.label, p.depth_m, p.normal, width_px=width))
+        out.append(AlignmentPair(str(row["image_id"]), which, row.get("alignment_score_before"), row.get("alignment_score"),
+                                 str(row.get("alignment_status") or "not_aligned"), panels[0], panels[1]))
+    return out
+
+
 def summarize(
     *,
     city: str,
@@ -469,6 +677,7 @@ def summarize(
     batch_reports: Sequence[Mapping[str, Any]],
     final: Mapping[str, Any],
     timings: Mapping[str, float],
+    alignment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable build summary (``report.json``, the flow's return value)."""
     items = [it for b in batch_reports for it in b["items"]]
@@ -512,6 +721,7 @@ def summarize(
         "failures": dict(sorted(failures.items())),
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
         "render_s_per_batch": [round(float(b.get("render_s", 0.0)), 2) for b in batch_reports],
+        "alignment": dict(alignment) if alignment is not None else None,
     }
 
 

@@ -170,17 +170,23 @@ def _is_gross(c: PoseCorrection, config: AlignConfig) -> bool:
 
 
 def _decide(
-    item: AlignInput, feats: PhotoFeatures, res: RefineResult, scene: Any, config: AlignConfig, extra_flags: Sequence[str],
-    t0: float, detail: dict[str, Any],
+    item: AlignInput, feats: PhotoFeatures, candidates: Sequence[RefineResult], scene: Any, config: AlignConfig,
+    extra_flags: Sequence[str], t0: float, detail: dict[str, Any],
 ) -> AlignOutcome:
+    """Score the reported pose and every refined candidate; adopt the best candidate if it beats
+    the reported pose by ``min_gain`` (never worse), and flag what is doubtful."""
     score_em = edge_map(feats.sampler.chan, config.score.edge_config())
     before = score_pose(feats, score_em, item.reported, scene, config)
-    flags = list(dict.fromkeys([*res.flags, *extra_flags]))
-    if res.status != "refined":
-        status = "low_confidence" if res.status == "low_confidence" else res.status
-        return AlignOutcome(item.image_id, item.sequence_id, status, tuple(flags), item.reported, item.reported, res.solution,
-                            before, before, res.predicted_std, res.n_corners, res.n_buildings, time.perf_counter() - t0, detail)
-    after = score_pose(feats, score_em, res.solution, scene, config)
+    refined = [c for c in candidates if c.status == "refined"]
+    first = candidates[0]
+    flags = list(dict.fromkeys([*first.flags, *extra_flags]))
+    if not refined:
+        status = "low_confidence" if first.status == "low_confidence" else first.status
+        return AlignOutcome(item.image_id, item.sequence_id, status, tuple(flags), item.reported, item.reported, first.solution,
+                            before, before, first.predicted_std, first.n_corners, first.n_buildings, time.perf_counter() - t0, detail)
+    scored = [(score_pose(feats, score_em, c.solution, scene, config), c) for c in refined]
+    detail["candidate_scores"] = [round(float(sc.score), 4) if sc.usable else None for sc, _ in scored]
+    after, res = max(scored, key=lambda t: t[0].score if t[0].usable else -1.0)
     gain = (after.score - before.score) if after.usable and before.usable else (math.inf if after.usable else -math.inf)
     correction = PoseCorrection.between(item.reported, res.solution)
     if gain >= config.min_gain:
@@ -266,16 +272,20 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
                 d[0] = math.remainder(d[0], 2 * math.pi)
                 agree = bool(np.all(np.abs(d[[0, 3, 4]]) <= config.agree_sigmas * pp.sigma[[0, 3, 4]]))
             if agree:
-                res = refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, start=r1.solution, coarse=False)
+                cands = [refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, start=r1.solution, coarse=False)]
             else:
+                # the image disagrees with its sequence: either its pass-1 solution or the prior is
+                # wrong (a gross error in the reported pose moves the prior with it) — try both
                 grid = float(min(rcfg.grid_half_m, max(rcfg.grid_step_m, 2.5 * max(pp.sigma[3], pp.sigma[4]))))
-                res = refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, grid_half_m=grid)
+                cands = [refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, grid_half_m=grid)]
+                if r1.status == "refined":
+                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False))
             detail["pass2"] = "warm" if agree else "search"
         elif r1.status == "refined":
-            res = refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False)
+            cands = [refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False)]
         else:
-            res = r1
-        out.append(_decide(it, f, res, scene, config, extra, t0, detail))
+            cands = [r1]
+        out.append(_decide(it, f, cands, scene, config, extra, t0, detail))
         feats[i] = None  # free the full-resolution channels
     for o in out:
         o.detail["sequence_time_s"] = time.perf_counter() - t_start

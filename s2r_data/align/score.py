@@ -52,12 +52,12 @@ SCORE_DOC = ("alignment_score in [0, 1], higher = better aligned: exp(-edge_cost
 @dataclass(frozen=True, kw_only=True)
 class ScoreConfig:
     width_px: int = 1024
-    truncate_deg: float = 3.0
+    truncate_deg: float = 4.0
     cost_scale_deg: float = 1.0
     perturb_deg: float = 0.5
     perturb_m: float = 0.5
     min_building_edges: int = 40  # fewer vertical/ground-line building edge px at 1024: low confidence
-    local_margin_deg: float = 0.005  # a perturbed pose counts as worse if its cost is higher by this
+    local_margin_deg: float = 0.02  # a perturbed pose counts as worse if its cost is higher by this
 
     def edge_config(self) -> EdgeMapConfig:
         return EdgeMapConfig(width_px=self.width_px, truncate_px=self.truncate_deg / 360.0 * self.width_px)

@@ -126,15 +126,16 @@ def fit_sequence_prior(
     mean = rep.copy()
     sigma = np.zeros((n, 6))
     w_img = ok.astype(np.float64)
-    # robust weights from the horizontal position (the component gross errors show in most)
+    # robust weights from the horizontal position correction (where gross errors show): the
+    # leave-one-out residual's length in σ units, Cauchy-weighted
+    xy_comps = [c for c in comps if c[0] in (3, 4)]
     for _ in range(3):
         res = []
-        for k in (3, 4):
-            _, y, amp, noise, length, _ = comps[1 if k == 3 else 2]
+        for k, y, amp, noise, length, _ in xy_comps:
             yy = np.where(ok, y, 0.0)
             m, v = _gp_loo(s, yy, noise**2 + np.where(ok, std[:, k] ** 2, 0.0), amp, length, w_img)
             res.append((yy - m) / np.sqrt(v + noise**2 + std[:, k] ** 2))
-        r = np.sqrt(np.mean(np.square(res), axis=0))
+        r = np.sqrt(np.sum(np.square(res), axis=0))
         w_img = np.where(ok, 1.0 / (1.0 + (r / config.outlier_threshold) ** 2), 0.0)
     for k, y, amp, noise, length, relative in comps:
         yy = np.where(ok, y, 0.0)
