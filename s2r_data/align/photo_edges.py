@@ -19,7 +19,7 @@ against a pale sky differs mostly in blue–yellow, asphalt against pavement in 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -108,6 +108,7 @@ class EdgeMap:
     edges: np.ndarray  # bool (H, W), thinned
     dt_px: np.ndarray  # float32 (n_bins, H, W), truncated distance to the nearest edge of that bin
     config: EdgeMapConfig
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def bin_of(self, line_angle_rad: np.ndarray) -> np.ndarray:
         """Nearest orientation bin of line angles (radians, any range)."""
@@ -118,6 +119,21 @@ class EdgeMap:
     def distance(self, px: np.ndarray, py: np.ndarray, bins: np.ndarray) -> np.ndarray:
         """Bilinear distance (px) to the nearest photo edge of ``bins`` at (px, py) (x wraps)."""
         return bilinear(self.dt_px, px, py, channel=bins)
+
+    def distance_and_gradient(self, px: np.ndarray, py: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bilinear distance and its x, y derivatives (central differences of the transform,
+        computed once and cached) at (px, py) for each point's bin."""
+        stack = self._cache.get("dt_grad")
+        if stack is None:
+            dt = self.dt_px
+            gx = 0.5 * (np.roll(dt, -1, axis=2) - np.roll(dt, 1, axis=2))
+            gy = np.zeros_like(dt)
+            gy[:, 1:-1] = 0.5 * (dt[:, 2:] - dt[:, :-2])
+            stack = np.stack([dt, gx, gy], axis=1).reshape(-1, self.height, self.width)  # (n_bins · 3, H, W)
+            self._cache["dt_grad"] = stack
+        b = np.asarray(bins, dtype=np.int64) * 3
+        d, gx, gy = bilinear(stack, px, py, channel=np.stack([b, b + 1, b + 2]))
+        return d, gx, gy
 
 
 def _gradients(chan: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +230,7 @@ def bilinear(img: np.ndarray, px: np.ndarray, py: np.ndarray, *, channel: np.nda
     w11 = fx * fy
     if channel is None:
         return flat[:, i00] * w00 + flat[:, i01] * w01 + flat[:, i10] * w10 + flat[:, i11] * w11
-    ch = np.asarray(channel, dtype=np.int64)
+    ch = np.asarray(channel, dtype=np.int64)  # (N,) or (K, N): K samples per point, weights shared
     base = ch * (H * W)
     f = img.reshape(-1)
     return f[base + i00] * w00 + f[base + i01] * w01 + f[base + i10] * w10 + f[base + i11] * w11

@@ -38,7 +38,7 @@ from .pose_vector import PoseCorrection, pose_from_vector, vector_from_pose
 from .refine import PhotoFeatures, PosePrior, RefineConfig, RefineResult, photo_features, refine_pose
 from .score import AlignmentScore, ScoreConfig, score_from_edges
 from .render_edges import PassesError, render_edges
-from .sequence import SequenceConfig, along_track_m, fit_sequence_prior
+from .sequence import SequenceConfig, along_track_m, fit_sequence_prior, trajectory_xy_loo
 
 __all__ = ["AlignConfig", "AlignInput", "AlignOutcome", "align_sequence", "align_images", "STATUSES", "score_pose"]
 
@@ -239,14 +239,20 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
 
     n = len(items)
     rep = np.array([vector_from_pose(it.reported) for it in items]) if n else np.zeros((0, 6))
+    times = np.array([it.captured_at_ms if it.captured_at_ms is not None else k for k, it in enumerate(items)], dtype=np.float64)
+    sol = np.array([vector_from_pose(r.solution) if r is not None and r.status == "refined" else np.full(6, np.nan)
+                    for r in pass1]).reshape(n, 6)
+    usable = np.array([r is not None and r.status == "refined" for r in pass1], dtype=bool)
     prior = None
-    if n >= 3:
-        sol = np.array([vector_from_pose(r.solution) if r is not None and r.status == "refined" else np.full(6, np.nan)
-                        for r in pass1])
+    traj = np.full((n, 3), np.nan)  # leave-one-out x, y, heading on the trajectory of the pass-1 solutions
+    if n >= 3 and usable.sum() >= 2:
         std = np.array([_std_vector(r) if r is not None and r.status == "refined" else np.full(6, np.inf) for r in pass1])
-        usable = np.array([r is not None and r.status == "refined" for r in pass1])
-        if usable.sum() >= 2:
-            prior = fit_sequence_prior(along_track_m(rep[:, 3:5]), rep, sol, std, usable, config.sequence)
+        prior = fit_sequence_prior(along_track_m(rep[:, 3:5]), rep, sol, std, usable, config.sequence)
+        inl = usable & (prior.inlier_weight > 0.5)
+        traj[:, :2] = trajectory_xy_loo(times, sol[:, 3:5], inl)
+        # heading on the trajectory: unwrap, interpolate like a coordinate
+        h = np.where(usable, sol[:, 0], 0.0)
+        traj[:, 2] = trajectory_xy_loo(times, np.stack([np.unwrap(h), np.zeros(n)], 1), inl)[:, 0]
 
     out: list[AlignOutcome] = []
     for i, it in enumerate(items):
@@ -260,24 +266,36 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
         detail: dict[str, Any] = {"pass1": {"status": r1.status, "solution": vector_from_pose(r1.solution).tolist()}}
         if prior is not None:
             pp = PosePrior(prior.mean[i].copy(), prior.sigma[i].copy())
-            v_rep = rep[i]
-            dev = (v_rep - pp.mean) / pp.sigma
-            dev[0] = math.remainder(v_rep[0] - pp.mean[0], 2 * math.pi) / pp.sigma[0]
-            if np.hypot(dev[3], dev[4]) > config.agree_sigmas or abs(dev[0]) > config.agree_sigmas:
-                extra.append("gross_error_suspected")
             detail["sequence_prior"] = {"mean": pp.mean.tolist(), "sigma": pp.sigma.tolist(), "weight": float(prior.inlier_weight[i])}
+            # a gross error: the reported pose is far from where the neighbours' solutions put it
+            gross = False
+            if np.isfinite(traj[i]).all():
+                off_m = float(np.hypot(*(rep[i, 3:5] - traj[i, :2])))
+                off_deg = abs(math.degrees(math.remainder(rep[i, 0] - traj[i, 2], 2 * math.pi)))
+                gross = off_m > config.gross_position_m or off_deg > config.gross_heading_deg
+                detail["trajectory_offset"] = {"m": off_m, "deg": off_deg}
+            if gross:
+                extra.append("gross_error_suspected")
             agree = False
-            if r1.status == "refined":
+            if r1.status == "refined" and not gross:
                 d = vector_from_pose(r1.solution) - pp.mean
                 d[0] = math.remainder(d[0], 2 * math.pi)
                 agree = bool(np.all(np.abs(d[[0, 3, 4]]) <= config.agree_sigmas * pp.sigma[[0, 3, 4]]))
             if agree:
                 cands = [refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, start=r1.solution, coarse=False)]
             else:
-                # the image disagrees with its sequence: either its pass-1 solution or the prior is
-                # wrong (a gross error in the reported pose moves the prior with it) — try both
+                # the image disagrees with its sequence: its pass-1 solution, the prior (a gross
+                # error in the reported pose moves the prior with it) or both are wrong — try the
+                # prior, the trajectory of the neighbours and the pass-1 solution; the score decides
                 grid = float(min(rcfg.grid_half_m, max(rcfg.grid_step_m, 2.5 * max(pp.sigma[3], pp.sigma[4]))))
                 cands = [refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, grid_half_m=grid)]
+                if np.isfinite(traj[i]).all():
+                    tm = pp.mean.copy()
+                    tm[[3, 4, 0]] = traj[i]
+                    ts = pp.sigma.copy()
+                    ts[[3, 4]] = config.sequence.noise_xy_m
+                    ts[0] = math.radians(2 * config.sequence.noise_heading_deg)
+                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, prior=PosePrior(tm, ts)))
                 if r1.status == "refined":
                     cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False))
             detail["pass2"] = "warm" if agree else "search"
@@ -287,9 +305,27 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
             cands = [r1]
         out.append(_decide(it, f, cands, scene, config, extra, t0, detail))
         feats[i] = None  # free the full-resolution channels
+    _flag_inconsistent(out, times, config)
     for o in out:
         o.detail["sequence_time_s"] = time.perf_counter() - t_start
     return out
+
+
+def _flag_inconsistent(out: list[AlignOutcome], times: np.ndarray, config: AlignConfig) -> None:
+    """Flag adopted poses that sit off the trajectory of the sequence's other adopted poses (a gross
+    error that the refinement did not recover, or recovered to the wrong place)."""
+    if len(out) < 3:
+        return
+    xy = np.array([o.pose.center_local_m[:2] for o in out])
+    ok = np.array([o.status == "refined" for o in out])
+    pred = trajectory_xy_loo(times, xy, ok)
+    for k, o in enumerate(out):
+        if not np.isfinite(pred[k]).all():
+            continue
+        off = float(np.hypot(*(xy[k] - pred[k])))
+        o.detail["trajectory_offset_after_m"] = off
+        if off > config.gross_position_m and "inconsistent_with_sequence" not in o.flags:
+            object.__setattr__(o, "flags", (*o.flags, "inconsistent_with_sequence"))
 
 
 def align_images(

@@ -57,8 +57,8 @@ class RefineConfig:
     local_heading_deg: float = 3.0  # heading scan around each grid position (±)
     grid_half_m: float = 4.5  # position grid ±
     grid_step_m: float = 1.5
-    n_starts: int = 3  # least-squares starts from the best grid cells
-    fine_radii_px: tuple[float, ...] = (8.0, 5.0, 3.0, 2.0)  # at 2048 px, scaled to the photo width
+    n_starts: int = 2  # least-squares starts from the best grid cells
+    fine_radii_px: tuple[float, ...] = (8.0, 4.0, 2.5)  # at 2048 px, scaled to the photo width
     coarse_scale_px: float = 1.5  # robust-loss scale of the distance-transform residuals (coarse px)
     fine_scale_px: float = 1.5  # robust-loss scale of the point-to-line residuals (full-res px at 2048)
     fine_blur_px: float = 0.0  # Gaussian blur of the full-resolution photo before the edge search
@@ -282,9 +282,10 @@ def _grid_search(em: EdgeMap, pts: EdgePoints, v0: np.ndarray, config: RefineCon
             ok = _valid_rows(py, em.height)
             if ok.sum() < 3:
                 continue
-            # (shifts, points) lookups
-            d = em.distance((px[ok][None] + hs[:, None]).ravel(), np.broadcast_to(py[ok], (len(hs), ok.sum())).ravel(),
-                            np.broadcast_to(bins[ok], (len(hs), ok.sum())).ravel()).reshape(len(hs), -1)
+            # (shifts, points) nearest-pixel lookups (the grid is coarse; least squares refines)
+            xi = (np.round(px[ok])[None].astype(np.int64) + hs[:, None].astype(np.int64)) % W
+            yi = np.clip(np.round(py[ok]).astype(np.int64), 0, em.height - 1)
+            d = em.dt_px[bins[ok][None], yi[None], xi]
             cost = (d * w[ok]).sum(1) / w[ok].sum()
             # prior in "pixels": keep far cells from winning on weak evidence
             pen = 0.5 * ((dx + v0[3] - prior.mean[3]) ** 2 + (dy + v0[4] - prior.mean[4]) ** 2) / prior.sigma[3] ** 2
@@ -325,14 +326,12 @@ def _solve_dt(em: EdgeMap, pts: EdgePoints, v_start: np.ndarray, config: RefineC
     s = config.coarse_scale_px
     X = pts.xyz_local_m
     T = em.config.truncate_px
-    h = 0.5
 
     def rj(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         px, py, J = projection_jacobian(X, v, W)
         ok = _valid_rows(py, em.height)
-        d = np.where(ok, em.distance(px, py, bins), T)
-        gx = (em.distance(px + h, py, bins) - em.distance(px - h, py, bins)) / (2 * h)
-        gy = (em.distance(px, py + h, bins) - em.distance(px, py - h, bins)) / (2 * h)
+        d, gx, gy = em.distance_and_gradient(px, py, bins)
+        d = np.where(ok, d, T)
         Jd = (gx[:, None] * J[:, 0, :] + gy[:, None] * J[:, 1, :]) * (sw * ok)[:, None] / s
         return sw * d / s, Jd
 

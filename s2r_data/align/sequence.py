@@ -24,7 +24,7 @@ import numpy as np
 
 from .pose_vector import wrap_deg
 
-__all__ = ["SequenceConfig", "SequencePrior", "fit_sequence_prior", "along_track_m"]
+__all__ = ["SequenceConfig", "SequencePrior", "fit_sequence_prior", "along_track_m", "trajectory_xy_loo"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,3 +152,35 @@ def fit_sequence_prior(
         sigma[:, k] = np.sqrt(v + noise**2)
     mean[:, 0] = np.mod(mean[:, 0] + math.pi, 2 * math.pi) - math.pi
     return SequencePrior(mean, sigma, w_img)
+
+
+def trajectory_xy_loo(t: np.ndarray, xy: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Leave-one-out position of each image on its sequence's trajectory: linear interpolation in
+    capture time ``t`` between the nearest usable images before and after (linear extrapolation
+    from the two nearest at the ends); NaN where fewer than two others are usable. A capture
+    moves smoothly, so this predicts where an image with a gross position error really was."""
+    t = np.asarray(t, dtype=np.float64)
+    xy = np.asarray(xy, dtype=np.float64)
+    ok = np.asarray(usable, dtype=bool) & np.isfinite(xy).all(1)
+    out = np.full((len(t), 2), np.nan)
+    for i in range(len(t)):
+        m = ok.copy()
+        m[i] = False
+        idx = np.flatnonzero(m)
+        if len(idx) < 2:
+            continue
+        before = idx[t[idx] < t[i]]
+        after = idx[t[idx] > t[i]]
+        if len(before) and len(after):
+            a, b = before[np.argmax(t[before])], after[np.argmin(t[after])]
+        elif len(before) >= 2:
+            a, b = before[np.argsort(t[before])[-2:]]
+        elif len(after) >= 2:
+            a, b = after[np.argsort(t[after])[:2]]
+        else:
+            continue
+        if t[b] == t[a]:
+            continue
+        f = (t[i] - t[a]) / (t[b] - t[a])
+        out[i] = xy[a] + f * (xy[b] - xy[a])
+    return out

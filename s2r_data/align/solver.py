@@ -31,6 +31,31 @@ def robust_weights(r: np.ndarray, loss: Loss) -> np.ndarray:
     return np.ones_like(r)
 
 
+def _solve_spd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve A x = b for a small symmetric positive-definite A (Cholesky in plain Python: for 6 × 6
+    this beats a LAPACK call, whose thread pool spins on a busy machine). Raises
+    ``np.linalg.LinAlgError`` if A is not positive definite."""
+    n = len(b)
+    L = [[0.0] * n for _ in range(n)]
+    a = A.tolist()
+    for i in range(n):
+        for j in range(i + 1):
+            t = a[i][j] - sum(L[i][k] * L[j][k] for k in range(j))
+            if i == j:
+                if t <= 0.0:
+                    raise np.linalg.LinAlgError("not positive definite")
+                L[i][i] = t**0.5
+            else:
+                L[i][j] = t / L[j][j]
+    y = [0.0] * n
+    for i in range(n):
+        y[i] = (b[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i]
+    x = [0.0] * n
+    for i in reversed(range(n)):
+        x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, n))) / L[i][i]
+    return np.array(x)
+
+
 def robust_cost(r: np.ndarray, loss: Loss) -> float:
     z = r * r
     if loss == "cauchy":
@@ -90,12 +115,13 @@ def solve_robust(
     w = robust_weights(r, loss)
     for it in range(1, max_iter + 1):
         w = robust_weights(r, loss)
-        A = J.T @ (J * w[:, None]) + np.diag(inv_var)
-        g = J.T @ (w * r) + prior_diff(x) * inv_var
+        # normal equations with einsum (no BLAS call: its threads spin on a busy machine)
+        A = np.einsum("ni,nj->ij", J, J * w[:, None]) + np.diag(inv_var)
+        g = np.einsum("ni,n->i", J, w * r) + prior_diff(x) * inv_var
         improved = False
         for _ in range(8):
             try:
-                step = -np.linalg.solve(A + lam * np.diag(np.diag(A)), g)
+                step = -_solve_spd(A + lam * np.diag(np.diag(A)), g)
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
