@@ -6,8 +6,11 @@ The flow only sequences library calls (``s2r_data``, via the plain functions of
     resolve city ─► city model (OSM → meshes, cached) ────────────────────┐
                 └─► tiles ─► harvest-tile × tiles (network: retries, back-off) ─► merge ─► poses
                                                                                    │
+        align-poses × sequence batches (refine each reported pose against the model ◄┘
+                                        with the ray caster; kept only if it scores better)
+                                                                                   │
         render-and-write × batches (one Blender process per batch, then its samples ◄┘
-                                    are committed to the Zarr store + index fragments)
+                                    are committed to the Zarr store + index fragments, scored)
                   ─► index-and-verify (compact index, splits, verify) ─► report artifacts
                   ─► (optional) run the train deployment
 

@@ -222,9 +222,11 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
     feats: list[PhotoFeatures | None] = []
     pass1: list[RefineResult | None] = []
     t_img: list[float] = []
+    cpu_img: list[float] = []  # CPU seconds (all threads of this process): the cost on a quiet machine
     failures: dict[int, AlignOutcome] = {}
     for i, it in enumerate(items):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         try:
             f = photo_features(it.load_photo(), rcfg)
         except (PhotoError, OSError, ValueError) as e:
@@ -232,10 +234,12 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
             feats.append(None)
             pass1.append(None)
             t_img.append(time.perf_counter() - t0)
+            cpu_img.append(time.process_time() - c0)
             continue
         feats.append(f)
         pass1.append(refine_pose(f, it.reported, edges, scene, rcfg, fine=False))
         t_img.append(time.perf_counter() - t0)
+        cpu_img.append(time.process_time() - c0)
 
     n = len(items)
     rep = np.array([vector_from_pose(it.reported) for it in items]) if n else np.zeros((0, 6))
@@ -260,6 +264,7 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
             out.append(failures[i])
             continue
         t0 = time.perf_counter() - t_img[i]
+        c0 = time.process_time() - cpu_img[i]
         f, r1 = feats[i], pass1[i]
         assert f is not None and r1 is not None
         extra: list[str] = []
@@ -304,6 +309,7 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
         else:
             cands = [r1]
         out.append(_decide(it, f, cands, scene, config, extra, t0, detail))
+        out[-1].detail["cpu_s"] = time.process_time() - c0
         feats[i] = None  # free the full-resolution channels
     _flag_inconsistent(out, times, config)
     for o in out:
