@@ -43,9 +43,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from s2r_data.align import AlignConfig, AlignInput, PoseCorrection, ScoreConfig, align_images, extract_model_edges  # noqa: E402
+from s2r_data.align import AlignConfig, AlignInput, PoseCorrection, align_images, extract_model_edges  # noqa: E402
 from s2r_data.align.model_edges import EdgeKind, sample_visible_points  # noqa: E402
-from s2r_data.align.photo_edges import edge_map, opponent_channels, sky_mask  # noqa: E402
+from s2r_data.align.photo_edges import edge_map  # noqa: E402
 from s2r_data.align.pipeline import score_pose  # noqa: E402
 from s2r_data.align.refine import RefineConfig, photo_features  # noqa: E402
 from s2r_data.atomic import atomic_write_text  # noqa: E402

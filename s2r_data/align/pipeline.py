@@ -34,7 +34,7 @@ import numpy as np
 from ..poses import Pose
 from .model_edges import ModelEdges
 from .photo_edges import PhotoError, edge_map
-from .pose_vector import PoseCorrection, pose_from_vector, vector_from_pose
+from .pose_vector import PoseCorrection, vector_from_pose
 from .refine import PhotoFeatures, PosePrior, RefineConfig, RefineResult, photo_features, refine_pose
 from .score import AlignmentScore, ScoreConfig, score_from_edges
 from .render_edges import PassesError, render_edges

@@ -44,7 +44,7 @@ from ..poses import Pose
 from .model_edges import EdgeKind, EdgePoints, ModelEdges, Occluder, sample_visible_points
 from .photo_edges import EdgeMap, EdgeMapConfig, PhotoSampler, check_photo, downsample_channels, edge_map, edge_offsets, opponent_channels, sky_mask
 from .solver import solve_robust
-from .pose_vector import PoseCorrection, pose_from_vector, vector_from_pose, wrap_deg
+from .pose_vector import PoseCorrection, pose_from_vector, vector_from_pose
 from .projection import project, project_with_directions, projection_jacobian, wrap_dx
 
 __all__ = ["RefineConfig", "PosePrior", "RefineResult", "refine_pose", "PhotoFeatures", "photo_features", "edge_cost_deg"]
@@ -77,8 +77,9 @@ class RefineConfig:
     fine_step_deg: float = 0.3
     max_points_per_edge: int = 40
     kind_weights: tuple[tuple[str, float], ...] = ()  # overrides, e.g. (("roofline", 0.1),)
-    building_offset_sigma_m: float = 1.0  # model error assumed for the predicted accuracy
-    ground_offset_sigma_m: float = 0.3
+    building_offset_sigma_m: float = 1.0  # model error per building (footprint offset, σ per axis)
+    ground_offset_sigma_m: float = 0.3  # per ground-outline edge
+    model_error_weighting: bool = False  # weight the fine level by those errors (GLS; see docs/alignment.md)
 
     def __post_init__(self) -> None:
         if self.grid_step_m <= 0 or self.grid_half_m < 0:
@@ -366,52 +367,70 @@ def _solve_fine(
     ty = py[good] + offs[good] * n[good, 1]
     nn = n[good]
     X = pts.xyz_local_m[good]
-    sw = np.sqrt(pts.weight[good] / pts.weight[good].mean())
     s = config.fine_scale_px * scale
+    w = _model_error_weights(pts.subset(good), v_start, W, s, config)
 
     def rj(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         qx, qy, J = projection_jacobian(X, v, W)
         r = nn[:, 0] * wrap_dx(qx - tx, W) + nn[:, 1] * (qy - ty)
-        Jr = (nn[:, 0:1] * J[:, 0, :] + nn[:, 1:2] * J[:, 1, :]) * sw[:, None] / s
-        return sw * r / s, Jr
+        Jr = (nn[:, 0:1] * J[:, 0, :] + nn[:, 1:2] * J[:, 1, :]) / s
+        return r / s, Jr
 
     lo, hi = _bounds(config)
     r = solve_robust(rj, v_start, prior_mean=prior.mean, prior_sigma=prior.sigma, lower=lo, upper=hi, loss=config.loss,
-                     max_iter=10)
+                     max_iter=10, weights=w)
     res, _ = rj(r.x)
-    info["median_abs_residual_px"] = float(np.median(np.abs(res * s / sw)))
+    info["median_abs_residual_px"] = float(np.median(np.abs(res * s)))
     info["inlier_fraction"] = float((r.weights > 0.5).mean())
     return r.x, info
 
 
-def _predicted_std(edges_pts: EdgePoints, v: np.ndarray, W: int, config: RefineConfig, prior: PosePrior,
-                   robust_w: np.ndarray | None = None) -> dict[str, float]:
-    """Covariance of the solution induced by random per-building offsets (σ_b, horizontal) and
-    per-edge offsets of ground outlines (σ_g): Cov = Σ_g A D_g σ² D_gᵀ Aᵀ with A = (JᵀJ + P)⁻¹Jᵀ."""
-    X = edges_pts.xyz_local_m
+def _model_error_weights(pts: EdgePoints, v: np.ndarray, W: int, s_px: float, config: RefineConfig) -> np.ndarray:
+    """Statistical weight of each point-to-line residual (in units of ``s_px``) when the model itself
+    is wrong: a building offset by σ_b moves all its points together by ≈ σ_b/d rad, so a building's
+    n points carry the information of ``s² / (s² + n·σ_model²)`` each (generalised least squares with
+    a shared error per building; ground-outline pieces: σ_g, each edge its own group), times the
+    kind weight. Far buildings count more for the heading; the sequence prior keeps its say.
+    ``model_error_weighting=False``: the kind weights alone (an exact model)."""
+    kind_w = pts.weight / pts.weight.mean()
+    if not config.model_error_weighting:
+        return kind_w
+    d = np.linalg.norm(pts.xyz_local_m - v[3:6], axis=1)
+    px_per_rad = W / (2 * math.pi)
+    is_b = pts.building >= 0
+    sigma_px = np.where(is_b, config.building_offset_sigma_m, config.ground_offset_sigma_m) / np.maximum(d, 1.0) * px_per_rad
+    groups = np.where(is_b, pts.building, -1 - pts.edge)
+    _, inv, cnt = np.unique(groups, return_inverse=True, return_counts=True)
+    n = cnt[inv]
+    return kind_w * s_px**2 / (s_px**2 + n * sigma_px**2)
+
+
+def _predicted_std(pts: EdgePoints, v: np.ndarray, W: int, config: RefineConfig, prior: PosePrior) -> dict[str, float]:
+    """σ of the solution induced by random per-building offsets (σ_b, horizontal) and per-edge
+    offsets of ground outlines (σ_g), propagated through the fine level's weighted normal
+    equations: Δθ = −A D δ with A = (JᵀWJ + P)⁻¹JᵀW, Cov = Σ_groups σ² A D_g D_gᵀ Aᵀ. This is the
+    accuracy the model's own errors allow (the "physics floor" the benchmark reports)."""
+    X = pts.xyz_local_m
     if len(X) < 6:
         return {}
-    px, py, d = project_with_directions(X, edges_pts.tangent_local, v, W)
+    s = config.fine_scale_px * W / 2048.0
+    _, _, d = project_with_directions(X, pts.tangent_local, v, W)
     n = np.stack([-d[:, 1], d[:, 0]], axis=1)
     _, _, J = projection_jacobian(X, v, W)
-    Jr = n[:, 0:1] * J[:, 0, :] + n[:, 1:2] * J[:, 1, :]  # (N, 6): d residual / d params
-    sw = np.sqrt(edges_pts.weight / edges_pts.weight.mean())
-    if robust_w is not None:
-        sw = sw * np.sqrt(robust_w)
-    Jw = Jr * sw[:, None]
-    P = np.diag(1.0 / prior.sigma**2) * (config.fine_scale_px * W / 2048.0) ** 2
+    Jr = (n[:, 0:1] * J[:, 0, :] + n[:, 1:2] * J[:, 1, :]) / s  # (N, 6): d residual / d params
+    w = _model_error_weights(pts, v, W, s, config)
     try:
-        A = np.linalg.solve(Jw.T @ Jw + P, Jw.T)  # (6, N)
+        A = np.linalg.solve(np.einsum("ni,nj->ij", Jr, Jr * w[:, None]) + np.diag(1.0 / prior.sigma**2), (Jr * w[:, None]).T)
     except np.linalg.LinAlgError:
         return {}
     # moving a point by a horizontal δ moves its projection like moving the camera by −δ:
     # ∂π/∂X = −∂π/∂C (columns 3, 4 of J), so the residual changes by −n·J_C δ
-    dres = -(n[:, 0:1] * J[:, 0, 3:5] + n[:, 1:2] * J[:, 1, 3:5]) * sw[:, None]  # (N, 2)
-    groups = np.where(edges_pts.building >= 0, edges_pts.building, 10_000_000 + edges_pts.edge)
+    dres = -(n[:, 0:1] * J[:, 0, 3:5] + n[:, 1:2] * J[:, 1, 3:5]) / s  # (N, 2)
+    groups = np.where(pts.building >= 0, pts.building, -1 - pts.edge)
     cov = np.zeros((6, 6))
     for g in np.unique(groups):
         m = groups == g
-        sig = config.building_offset_sigma_m if g < 10_000_000 else config.ground_offset_sigma_m
+        sig = config.building_offset_sigma_m if g >= 0 else config.ground_offset_sigma_m
         M = A[:, m] @ dres[m]  # (6, 2)
         cov += sig**2 * M @ M.T
     std = np.sqrt(np.maximum(np.diag(cov), 0))

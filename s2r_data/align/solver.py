@@ -56,7 +56,7 @@ def _solve_spd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(x)
 
 
-def robust_cost(r: np.ndarray, loss: Loss) -> float:
+def robust_cost(r: np.ndarray, loss: Loss, weights: np.ndarray | None = None) -> float:
     z = r * r
     if loss == "cauchy":
         rho = np.log1p(z)
@@ -66,7 +66,7 @@ def robust_cost(r: np.ndarray, loss: Loss) -> float:
         rho = np.where(z <= 1.0, z, 2.0 * np.sqrt(z) - 1.0)
     else:
         rho = z
-    return 0.5 * float(rho.sum())
+    return 0.5 * float(rho.sum() if weights is None else (weights * rho).sum())
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,10 @@ def solve_robust(
     periodic: tuple[int, ...] = (0,),
     max_iter: int = 15,
     tol: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> SolveResult:
-    """Minimise ½Σρ(rᵢ²) + ½Σ((x − μ)/σ)² with Levenberg–Marquardt on reweighted residuals.
+    """Minimise ½Σ wᵢρ(rᵢ²) + ½Σ((x − μ)/σ)² with Levenberg–Marquardt on reweighted residuals
+    (``weights`` wᵢ default 1: the statistical weight of each residual, outside the robust loss).
 
     ``residuals_and_jacobian(x)`` returns (r (N,), J (N, 6)), residuals already divided by their
     scale. Parameters listed in ``periodic`` are angles: the prior difference wraps at 2π.
@@ -106,15 +108,16 @@ def solve_robust(
         return d
 
     def total(v: np.ndarray, r: np.ndarray) -> float:
-        return robust_cost(r, loss) + 0.5 * float((prior_diff(v) ** 2 * inv_var).sum())
+        return robust_cost(r, loss, weights) + 0.5 * float((prior_diff(v) ** 2 * inv_var).sum())
 
     r, J = residuals_and_jacobian(x)
     cost = total(x, r)
     lam = 1e-3
     it = 0
+    wstat = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = robust_weights(r, loss)
     for it in range(1, max_iter + 1):
-        w = robust_weights(r, loss)
+        w = robust_weights(r, loss) * wstat
         # normal equations with einsum (no BLAS call: its threads spin on a busy machine)
         A = np.einsum("ni,nj->ij", J, J * w[:, None]) + np.diag(inv_var)
         g = np.einsum("ni,n->i", J, w * r) + prior_diff(x) * inv_var
