@@ -73,13 +73,7 @@ def write_preview_png(pairs: Sequence[PreviewPair], path: str | Path, *, max_wid
     rows = [preview_rows(p) for p in pairs]
     width = min(r.shape[1] for r in rows)
     rows = [r[:, :width] for r in rows]
-    grid = np.concatenate(rows, axis=0)
-    img = Image.fromarray(grid)
-    if img.width > max_width_px:
-        img = img.resize((max_width_px, round(img.height * max_width_px / img.width)), Image.BILINEAR)
-    with atomic_path(path, suffix=".png") as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)
+    return _save_png(np.concatenate(rows, axis=0), path, max_width_px)
 
 
 @dataclass(frozen=True)

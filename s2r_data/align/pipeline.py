@@ -51,7 +51,7 @@ class AlignConfig:
     score: ScoreConfig = ScoreConfig()
     sequence: SequenceConfig = SequenceConfig()
     min_gain: float = 0.01  # adopt the refined pose only if its score is higher by this
-    poor_score: float = 0.25  # below: flagged poorly_aligned
+    poor_score: float = 0.1  # below: flagged poorly_aligned (≈ the 10th percentile of well-aligned pairs)
     gross_position_m: float = 6.0  # corrections beyond these are gross errors (recovered or not)
     gross_heading_deg: float = 10.0
     agree_sigmas: float = 3.0  # pass-1 solution within this many σ of the sequence prior: warm start
@@ -130,7 +130,7 @@ class AlignOutcome:
                 return None
             nan = float("nan")
             g = lambda k: nan if x.get(k) is None else float(x[k])  # noqa: E731
-            return AlignmentScore(g("score"), g("edge_cost_deg"), g("local_optimality"), g("sky_iou"), int(x.get("n_edges", 0)),
+            return AlignmentScore(g("score"), g("edge_cost_deg"), g("local_optimality"), g("sky_iou"), g("min_rise_deg"), int(x.get("n_edges", 0)),
                                   int(x.get("n_building_edges", 0)), str(x.get("confidence", "low")), tuple(x.get("flags", ())))
 
         return cls(d["image_id"], d.get("sequence_id"), d["status"], tuple(d.get("flags", ())), Pose.from_dict(d["reported"]),
@@ -152,7 +152,7 @@ def score_pose(feats: PhotoFeatures, score_em: Any, pose: Pose, scene: Any, conf
         edges = render_edges(passes.label, passes.depth_m, passes.normal, lat_range_deg=config.render_rows_deg)
     except PassesError as e:
         nan = float("nan")
-        return AlignmentScore(nan, nan, nan, nan, 0, 0, "low", ("render_nonfinite",), {"message": str(e)})
+        return AlignmentScore(nan, nan, nan, nan, nan, 0, 0, "low", ("render_nonfinite",), {"message": str(e)})
     return score_from_edges(score_em, feats.sky, edges, passes.label, pose.R_world_to_cam_opensfm, config.score)
 
 

@@ -18,7 +18,8 @@ Method (coarse to fine; every step is a pure function of arrays plus the ray cas
    pose, or a sequence prior) and visibility refreshed by ray casting after each solve.
 5. **Fine** at full resolution: for every point, the nearest strong colour step along the
    projected edge normal (sub-pixel, :func:`.photo_edges.edge_offsets`) becomes a point-to-line
-   target; least squares again, with shrinking search radii (ICP-like).
+   target; least squares again, with shrinking search radii (ICP-like). Optionally weighted by the
+   model's own errors (``model_error_weighting``, generalised least squares per building).
 
 The result carries the solution, an internal edge cost before/after, counts of what was seen, and
 a predicted accuracy: the covariance induced by per-building model offsets of
@@ -27,7 +28,7 @@ azimuth wrong by ≈ σ/d rad; heading and position can only be as good as the n
 the independent buildings in view allow).
 
 Whether the solution is *adopted* is decided by the alignment score (:mod:`.score`), not here:
-see :func:`s2r_data.align.pipeline.align_one`.
+see :mod:`s2r_data.align.pipeline`.
 """
 
 from __future__ import annotations

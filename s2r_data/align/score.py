@@ -8,20 +8,25 @@ Components (all at ``ScoreConfig.width_px``):
   (:func:`.photo_edges.edge_map`), truncated at ``truncate_deg``, weighted by kind (vertical
   building edges 1, facade–ground lines 0.6, ground outlines 0.5, rooflines 0.15) — the mean, in
   degrees of view angle (0 = every edge on a photo edge).
-* ``local_optimality`` — Levinson & Thrun's test: the render edges are moved in 3-D (depth pass)
-  as if the camera were rotated by ±``perturb_deg`` about each axis or moved by ±``perturb_m``
-  along each axis (12 poses); the fraction of those poses whose cost is higher than at the pose.
-  A well-aligned pair sits in the minimum: 1.0.
+* ``local_optimality`` and ``min_rise_deg`` — Levinson & Thrun's test: the render edges are moved
+  in 3-D (depth pass) as if the camera were rotated by ±``perturb_deg`` about each axis or moved by
+  ±``perturb_m`` along each axis (12 poses). ``local_optimality`` is the fraction of those poses
+  whose cost is higher than at the pose; ``min_rise_deg`` = min over them of (their cost − the
+  cost at the pose): positive when the pose sits in a minimum, negative by as much as a 1° / 1 m
+  move would improve it. Unlike the cost itself it does not depend on how cluttered the scene is
+  (trees, vehicles, OSM's own errors), which is what makes pairs comparable across images.
 * ``sky_iou`` — agreement of the sky: intersection over union of the photo's weight-free sky
   estimate and the render's sky, above the horizon.
 
 **Score** (``score``, the index's ``alignment_score``): in [0, 1], higher = better aligned::
 
-    score = exp(−edge_cost_deg / cost_scale_deg) · (0.5 + 0.5 · local_optimality) · (0.75 + 0.25 · sky_iou)
+    score = exp(−edge_cost_deg / cost_scale_deg) · (0.1 + 0.9 · sigmoid(min_rise_deg / rise_scale_deg)) · (0.75 + 0.25 · sky_iou)
 
-With the defaults a pair within ~0.2° / 0.2 m of its true pose scores ≈ 0.5–0.8 on the realistic
-stand-in world; one off by 1° or 1 m ≈ 0.2–0.4; one with no usable edges ≈ 0 (see
-``docs/alignment.md`` for the measured distributions). The trainer can weight L1 by it directly.
+with cost_scale 1°, rise_scale 0.05°, perturbations of 1° / 1 m (the 0.1 floor keeps far-off pairs
+ordered by their edge cost). On the realistic stand-in world
+a pair within 0.2° / 0.2 m of its true pose scores ≈ 0.3–0.5, one off by > 1° or > 1 m ≈ 0.05–0.2,
+one with no usable edges ≈ 0 (ROC AUC ≈ 0.96, ``benchmarks/alignment.py``; measured distributions in
+``docs/alignment.md``). The trainer can weight L1 by it directly.
 
 Flags (the pair is still scored where possible; ``confidence`` is "low" with any flag):
 ``no_building_in_view`` (too few building edges for a meaningful score), ``photo_unusable``
@@ -45,8 +50,8 @@ from .render_edges import PassesError, RenderEdges, check_passes, render_edges
 
 __all__ = ["ScoreConfig", "AlignmentScore", "score_pair", "score_from_edges", "SCORE_DOC"]
 
-SCORE_DOC = ("alignment_score in [0, 1], higher = better aligned: exp(-edge_cost_deg/cost_scale_deg) * "
-             "(0.5 + 0.5*local_optimality) * (0.75 + 0.25*sky_iou) (s2r_data.align.score)")
+SCORE_DOC = ("alignment_score in [0, 1], higher = better aligned: exp(-edge_cost_deg/1°) * "
+             "(0.1 + 0.9*sigmoid(min_rise_deg/0.05°)) * (0.75 + 0.25*sky_iou) (s2r_data.align.score)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,8 +59,9 @@ class ScoreConfig:
     width_px: int = 1024
     truncate_deg: float = 4.0
     cost_scale_deg: float = 1.0
-    perturb_deg: float = 0.5
-    perturb_m: float = 0.5
+    rise_scale_deg: float = 0.05  # min_rise_deg of this much gives sigmoid(1) ≈ 0.73
+    perturb_deg: float = 1.0
+    perturb_m: float = 1.0
     min_building_edges: int = 40  # fewer vertical/ground-line building edge px at 1024: low confidence
     local_margin_deg: float = 0.02  # a perturbed pose counts as worse if its cost is higher by this
 
@@ -69,6 +75,7 @@ class AlignmentScore:
     edge_cost_deg: float
     local_optimality: float
     sky_iou: float
+    min_rise_deg: float
     n_edges: int
     n_building_edges: int
     confidence: str  # "ok" | "low"
@@ -81,7 +88,7 @@ class AlignmentScore:
 
     def to_dict(self) -> dict[str, Any]:
         return {"score": _f(self.score), "edge_cost_deg": _f(self.edge_cost_deg), "local_optimality": _f(self.local_optimality),
-                "sky_iou": _f(self.sky_iou), "n_edges": self.n_edges, "n_building_edges": self.n_building_edges,
+                "sky_iou": _f(self.sky_iou), "min_rise_deg": _f(self.min_rise_deg), "n_edges": self.n_edges, "n_building_edges": self.n_building_edges,
                 "confidence": self.confidence, "flags": list(self.flags)}
 
 
@@ -91,7 +98,7 @@ def _f(x: float) -> float | None:
 
 def _unusable(flag: str, message: str) -> AlignmentScore:
     nan = float("nan")
-    return AlignmentScore(nan, nan, nan, nan, 0, 0, "low", (flag,), {"message": message})
+    return AlignmentScore(nan, nan, nan, nan, nan, 0, 0, "low", (flag,), {"message": message})
 
 
 def _cost(em: EdgeMap, px: np.ndarray, py: np.ndarray, bins: np.ndarray, w: np.ndarray) -> float:
@@ -167,6 +174,8 @@ def score_from_edges(
         costs.append(c)
         worse += int(c > cost0 + config.local_margin_deg)
     local = worse / len(costs)
+    finite = [c for c in costs if np.isfinite(c)]
+    min_rise = (min(finite) - cost0) if finite else float("nan")
     sky_iou = float("nan")
     if photo_sky is not None:
         h, wd = photo_sky.shape
@@ -178,9 +187,11 @@ def score_from_edges(
             union = (a | b).sum()
             sky_iou = float((a & b).sum() / union) if union else 1.0
     sky_term = 0.75 + 0.25 * (sky_iou if np.isfinite(sky_iou) else 0.5)
-    score = math.exp(-cost0 / config.cost_scale_deg) * (0.5 + 0.5 * local) * sky_term
+    rise = min_rise if np.isfinite(min_rise) else 0.0
+    rise_term = 0.1 + 0.9 / (1.0 + math.exp(-float(np.clip(rise / config.rise_scale_deg, -50, 50))))
+    score = math.exp(-cost0 / config.cost_scale_deg) * rise_term * sky_term
     conf = "low" if flags else "ok"
-    return AlignmentScore(float(score), cost0, float(local), sky_iou, len(edges), n_bld, conf, tuple(flags),
+    return AlignmentScore(float(score), cost0, float(local), sky_iou, float(min_rise), len(edges), n_bld, conf, tuple(flags),
                           {"perturbed_costs_deg": [round(c, 4) for c in costs]})
 
 
