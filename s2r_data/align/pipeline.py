@@ -55,6 +55,7 @@ class AlignConfig:
     gross_position_m: float = 6.0  # corrections beyond these are gross errors (recovered or not)
     gross_heading_deg: float = 10.0
     agree_sigmas: float = 3.0  # pass-1 solution within this many σ of the sequence prior: warm start
+    rig_sigmas: float = 4.0  # candidates with pitch/roll/height further from the sequence's are not adopted
     render_rows_deg: tuple[float, float] = (-70.0, 75.0)  # latitude band rendered for the score
 
 
@@ -169,19 +170,34 @@ def _is_gross(c: PoseCorrection, config: AlignConfig) -> bool:
     return c.horizontal_m > config.gross_position_m or abs(c.d_heading_deg) > config.gross_heading_deg
 
 
+def _plausible(res: RefineResult, prior: PosePrior | None, config: AlignConfig) -> bool:
+    """The rig is bolted on: a candidate whose pitch, roll or camera height is more than
+    ``rig_sigmas`` σ from its sequence's is a wrong minimum, however well it scores."""
+    if prior is None or res.status != "refined":
+        return True
+    d = vector_from_pose(res.solution) - prior.mean
+    sig = np.maximum(prior.sigma, [0, math.radians(0.5), math.radians(0.5), 0, 0, 0.05])
+    return bool(np.all(np.abs(d[[1, 2, 5]]) <= config.rig_sigmas * sig[[1, 2, 5]]))
+
+
 def _decide(
     item: AlignInput, feats: PhotoFeatures, candidates: Sequence[RefineResult], scene: Any, config: AlignConfig,
-    extra_flags: Sequence[str], t0: float, detail: dict[str, Any],
+    extra_flags: Sequence[str], t0: float, detail: dict[str, Any], prior: PosePrior | None = None,
 ) -> AlignOutcome:
-    """Score the reported pose and every refined candidate; adopt the best candidate if it beats
-    the reported pose by ``min_gain`` (never worse), and flag what is doubtful."""
+    """Score the reported pose and every plausible refined candidate; adopt the best candidate if it
+    beats the reported pose by ``min_gain`` (never worse), and flag what is doubtful."""
     score_em = edge_map(feats.sampler.chan, config.score.edge_config())
     before = score_pose(feats, score_em, item.reported, scene, config)
-    refined = [c for c in candidates if c.status == "refined"]
+    refined = [c for c in candidates if c.status == "refined" and _plausible(c, prior, config)]
+    if len(refined) < sum(c.status == "refined" for c in candidates):
+        detail["implausible_candidates"] = sum(c.status == "refined" for c in candidates) - len(refined)
     first = candidates[0]
     flags = list(dict.fromkeys([*first.flags, *extra_flags]))
     if not refined:
-        status = "low_confidence" if first.status == "low_confidence" else first.status
+        status = first.status
+        if status == "refined":  # solutions existed, none plausible for this rig
+            status = "kept_reported"
+            flags.append("implausible_solution")
         return AlignOutcome(item.image_id, item.sequence_id, status, tuple(flags), item.reported, item.reported, first.solution,
                             before, before, first.predicted_std, first.n_corners, first.n_buildings, time.perf_counter() - t0, detail)
     scored = [(score_pose(feats, score_em, c.solution, scene, config), c) for c in refined]
@@ -308,7 +324,7 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
             cands = [refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False)]
         else:
             cands = [r1]
-        out.append(_decide(it, f, cands, scene, config, extra, t0, detail))
+        out.append(_decide(it, f, cands, scene, config, extra, t0, detail, pp if prior is not None else None))
         out[-1].detail["cpu_s"] = time.process_time() - c0
         feats[i] = None  # free the full-resolution channels
     _flag_inconsistent(out, times, config)

@@ -102,3 +102,28 @@ def test_unreadable_photo_fails_with_a_flag():
     [o] = align_images([AlignInput("broken", p, boom)], extract_model_edges(model), scene)
     assert o.status == "failed" and o.flags == ("photo_unusable",) and "truncated" in o.detail["message"]
     assert o.pose is p
+
+
+def test_a_solution_implausible_for_the_rig_is_not_adopted(monkeypatch):
+    """Height 1 m off the sequence's rig height: kept_reported + implausible_solution, whatever it scores."""
+    model, scene = street_scene()
+    real_refine = pipeline_mod.refine_pose
+    calls = {"n": 0}
+
+    def refine_wrong_height(*a, **kw):
+        res = real_refine(*a, **kw)
+        if res.reported.image_id == "h2" and kw.get("fine", True):
+            calls["n"] += 1
+            return dataclasses.replace(res, solution=PoseCorrection(dz_m=1.0).apply(res.solution))
+        return res
+
+    monkeypatch.setattr(pipeline_mod, "refine_pose", refine_wrong_height)
+    items = []
+    for k in range(4):
+        true = camera(1.0, -10.0 + 4.0 * k, 5.0, image_id=f"h{k}")
+        items.append(_item(scene, true, PoseCorrection(0.5, dx_m=0.4).apply(true), t=k))
+    outs = {o.image_id: o for o in align_images(items, extract_model_edges(model), scene)}
+    assert calls["n"] >= 1
+    h2 = outs["h2"]
+    assert h2.status == "kept_reported" and "implausible_solution" in h2.flags and h2.pose is h2.reported
+    assert all(outs[f"h{k}"].status == "refined" for k in (0, 1, 3))
