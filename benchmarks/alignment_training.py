@@ -95,7 +95,7 @@ def evaluate(ckpt: Path, test_url: Path, n_crops: int, seed: int, inception) -> 
     from s2r_train.conditioning import condition_from_batch
     from s2r_train.data import decode_batch
     from s2r_train.fid import extract_features, fid_from_features, kid_from_features
-    from s2r_train.infer import load_generator
+    from s2r_train.infer import load_generator, translate
     from s2r_train.metrics import image_metrics
     from s2r_train.trainer import build_dataset
 
@@ -113,7 +113,7 @@ def evaluate(ckpt: Path, test_url: Path, n_crops: int, seed: int, inception) -> 
         for ds, ix in batches:
             b = decode_batch(ds.get_batch(ix))
             cond = condition_from_batch(b, cfg.network.conditioning, "cpu")
-            fake = G(cond).clamp(-1, 1)
+            fake = translate(G, cond).clamp(-1, 1)
             mets.append((len(fake), image_metrics(fake, b["real"])))
             fakes.append(fake)
             reals.append(b["real"])

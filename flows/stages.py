@@ -494,13 +494,17 @@ def drop_stale_render(path: Path, pose: Pose) -> bool:
     return not same
 
 
-def pair_alignment_score(real_chw: np.ndarray, passes: Any, pose: Pose) -> float | None:
-    """The alignment score (s2r_data.align.score, [0, 1]) of a written pair; None if unusable."""
+def pair_alignment_score(photo: np.ndarray, passes: Any, pose: Pose) -> float | None:
+    """The alignment score (s2r_data.align.score, [0, 1]) of a pair: the photo at its own resolution
+    (edges at the score's 1024-px working width, as the align stage scores), the render's passes at
+    the dataset's; None if unusable. Renders narrower than 1024 px locate their edges more coarsely."""
     from s2r_data.align import ScoreConfig, score_pair
 
+    a = np.asarray(photo)
+    photo_width = a.shape[1] if a.shape[-1] == 3 else a.shape[-1]  # (H, W, 3) or (3, H, W)
     try:
-        sc = score_pair(real_chw, passes.label, passes.depth_m, passes.normal, pose.R_world_to_cam_opensfm,
-                        ScoreConfig(width_px=min(1024, int(passes.width))))
+        cfg = ScoreConfig(width_px=min(ScoreConfig().width_px, int(photo_width)))
+        sc = score_pair(a, passes.label, passes.depth_m, passes.normal, pose.R_world_to_cam_opensfm, cfg)
     except Exception as e:  # noqa: BLE001 - a score must never sink the sample
         log.warning("alignment score of %s failed: %s", pose.image_id, e)
         return None
@@ -551,12 +555,16 @@ def render_and_write_batch(
                             "outside_bounds": bool(r.flags.get("outside_bounds", False)),
                             "inside_building": bool(r.flags.get("inside_building", False)),
                             "render_time_s": passes.meta.get("render_time_s", r.render_time_s),
-                            "alignment_score": pair_alignment_score(real, passes, spec.pose),
                         }
-                        if spec.alignment is not None:
+                        if spec.alignment is not None:  # scored by the align stage, at this very pose
                             from s2r_data.align import AlignOutcome
 
-                            row.update(AlignOutcome.from_dict(spec.alignment).index_columns())
+                            outcome = AlignOutcome.from_dict(spec.alignment)
+                            row.update(outcome.index_columns())
+                            after = outcome.score_after
+                            row["alignment_score"] = float(after.score) if after is not None and after.usable else None
+                        else:
+                            row["alignment_score"] = pair_alignment_score(load_photo_native(spec.photo_path), passes, spec.pose)
                         writer.write_sample(
                             r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
                             np.ones_like(passes.sky_mask), row, exist_ok=True,
