@@ -407,7 +407,6 @@ def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], ali
     if todo:
         model = CityModel.load(city_model_path)
         edges = extract_model_edges(model)
-        scene = RaycastScene(model, threads=threads)
 
         def save(o: AlignOutcome) -> None:
             outcomes[o.image_id] = o
@@ -416,7 +415,8 @@ def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], ali
 
         items = [AlignInput(s.pose.image_id, s.pose, (lambda p=s.photo_path: load_photo_native(p)), s.sequence_id, s.captured_at_ms)
                  for s in todo]
-        align_images(items, edges, scene, AlignConfig(), progress=save)
+        with RaycastScene(model, threads=threads) as scene:
+            align_images(items, edges, scene, AlignConfig(), progress=save)
     out_specs = []
     items_out = []
     for s in specs:
@@ -652,23 +652,23 @@ def alignment_report_pairs(store_url: str, city_model_path: Path, count: int, *,
         return []
     picks = [("worst", i) for _, i in scored[:count]] + [("best", i) for _, i in scored[::-1][:count]]
     seen: set[int] = set()
-    scene = RaycastScene(CityModel.load(city_model_path))
     out = []
-    for which, i in picks:
-        if i in seen:
-            continue
-        seen.add(i)
-        row = rows[i]
-        after_pose = Pose(str(row["image_id"]), [row["x_local_m"], row["y_local_m"], row["z_local_m"]],
-                          np.asarray(row["R_world_to_cam_opensfm"]).reshape(3, 3))
-        before_pose = reported_pose_of_row(row) or after_pose
-        real = ds.read(i, "real")
-        panels = []
-        for pose in (before_pose, after_pose):
-            p = scene.render(pose, width)
-            panels.append(edge_overlay(real, p.label, p.depth_m, p.normal, width_px=width))
-        out.append(AlignmentPair(str(row["image_id"]), which, row.get("alignment_score_before"), row.get("alignment_score"),
-                                 str(row.get("alignment_status") or "not_aligned"), panels[0], panels[1]))
+    with RaycastScene(CityModel.load(city_model_path)) as scene:
+        for which, i in picks:
+            if i in seen:
+                continue
+            seen.add(i)
+            row = rows[i]
+            after_pose = Pose(str(row["image_id"]), [row["x_local_m"], row["y_local_m"], row["z_local_m"]],
+                              np.asarray(row["R_world_to_cam_opensfm"]).reshape(3, 3))
+            before_pose = reported_pose_of_row(row) or after_pose
+            real = ds.read(i, "real")
+            panels = []
+            for pose in (before_pose, after_pose):
+                p = scene.render(pose, width)
+                panels.append(edge_overlay(real, p.label, p.depth_m, p.normal, width_px=width))
+            out.append(AlignmentPair(str(row["image_id"]), which, row.get("alignment_score_before"), row.get("alignment_score"),
+                                     str(row.get("alignment_status") or "not_aligned"), panels[0], panels[1]))
     return out
 
 

@@ -163,6 +163,7 @@ def align_dataset(
                                        row_pose(by_id[it.image_id]), None, None))
         finally:
             tmp.cleanup()
+            scene.close()
     compact(out_url)
     report.samples = len(rows)
     report.verified = bool(verify(out_url).ok)

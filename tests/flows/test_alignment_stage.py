@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from flows import stages
@@ -94,3 +95,27 @@ def test_report_shows_alignment(tmp_path):
                "alignment_png": str(png), "alignment_histogram_png": str(hist)}
     md = report_markdown(summary)
     assert "## Pose alignment" in md and "refined 2" in md and "median 0.6" in md and str(png) in md
+
+
+def test_alignment_report_pairs_show_before_and_after(tmp_path):
+    from s2r_data.store import DatasetWriter
+
+    model, scene = street_scene()
+    model_path = model.save(tmp_path / "city_model.npz")
+    url = str(tmp_path / "ds.zarr")
+    with DatasetWriter(url, height=128, width=256, city="t") as w:
+        for k, score in enumerate([0.4, 0.05, 0.3]):
+            true = camera(1.0, -5.0 + 5 * k, 10.0, image_id=f"s{k}")
+            reported = PoseCorrection(2.0, dx_m=1.0).apply(true)
+            p = scene.render(true, 256)
+            cols = {"reported_x_local_m": float(reported.center_local_m[0]), "reported_y_local_m": float(reported.center_local_m[1]),
+                    "reported_z_local_m": float(reported.center_local_m[2]),
+                    "reported_R_world_to_cam_opensfm": reported.R_world_to_cam_opensfm.reshape(-1).tolist(),
+                    "alignment_score": score, "alignment_score_before": 0.01, "alignment_status": "refined"}
+            w.write_sample(true.image_id, p.sim7(), p.label, pseudo_photo(scene, true, 256).transpose(2, 0, 1),
+                           p.sky_mask.astype(np.uint8), np.ones_like(p.label), {"pose": true, **cols})
+    pairs = stages.alignment_report_pairs(url, model_path, 1, width=256)
+    assert [(p.which, p.image_id) for p in pairs] == [("worst", "s1"), ("best", "s0")]
+    assert pairs[0].before.shape == pairs[0].after.shape == (128, 256, 3)
+    assert not np.array_equal(pairs[0].before, pairs[0].after)  # the reported pose's edges sit elsewhere
+    assert pairs[1].score_after == pytest.approx(0.4)
