@@ -1,17 +1,23 @@
-"""Benchmark: the batch render worker vs one fresh Blender process per panorama.
+"""Benchmark: the Blender batch worker (vs a fresh Blender per panorama) and the ray-cast backend
+(vs Blender and vs a bare Embree cast of the same rays), with pixel agreement, in one run.
 
 For each city (the sample city = Paris 13e Olympiades, and the Helsinki extract), built with
 s2r_data.osm (a synthetic random-box city if that package is unavailable — reported as such), at
-1024×512 and 2048×1024:
+1024×512 and 2048×1024, on the same street poses:
 
-* panos per minute of ``render_poses`` (one long-lived worker, startup included);
-* overhead ratio = steady-state wall time per pano ÷ Cycles' own render time (measured inside
-  Blender around ``render()``), and the same with startup amortised over the batch;
-* at 1024×512, the naive baseline in the same run: ``restart_every=1`` (fresh Blender, import,
-  scene build, render, convert per pano) → speedup of the batch worker.
+* (a) Blender: panos per minute of ``render_poses`` (one long-lived worker, startup included);
+  overhead ratio = steady-state wall time per pano ÷ Cycles' own render time (measured inside
+  Blender around ``render()``), and the same with startup amortised over the batch; at 1024×512
+  also the naive baseline ``restart_every=1`` (fresh Blender per pano) → speedup of the worker;
+* (b) ray caster end to end: ``render_poses(backend="raycast")`` wall per pano (rays, cast,
+  gathers, writing the same ``.npz``; the BVH is built once per process, reported apart);
+* (c) a bare embreex cast of the same rays (precomputed; the same threads and chunks; nothing
+  else): the limit;
+* agreement of (b)'s outputs with (a)'s (s2r_data.render.compare): labels, depth within 1 cm.
 
-Top-level keys of benchmarks/results/render.json are the worst case over cities
-(max overhead, min speedup, min panos/min). Targets: overhead ≤ 1.2, speedup ≥ 3 at 1024.
+Top-level keys of benchmarks/results/render.json are the worst case over cities (max overhead,
+min speedup, min panos/min, min agreement). Targets: Blender overhead ≤ 1.2, speedup vs naive ≥ 3
+at 1024; ray caster (b) ≤ 1.5 × (c) and ≥ 4× faster than (a) at 2048; agreement ≥ 0.999.
 
     python benchmarks/render.py            # full (≈10 min on 2 cores)
     python benchmarks/render.py --quick    # a few poses per case (≈2-3 min)
@@ -35,8 +41,12 @@ sys.path.insert(0, str(REPO))
 
 from s2r_data.atomic import atomic_write_text  # noqa: E402
 from s2r_data.citymodel import CityModel, Mesh  # noqa: E402
-from s2r_data.poses import Pose, rotation_from_heading_pitch_roll  # noqa: E402
-from s2r_data.render import RenderSettings, render_poses  # noqa: E402
+from s2r_data.poses import Pose  # noqa: E402
+from s2r_data.render import RenderSettings, load_sim_passes, render_poses  # noqa: E402
+from s2r_data.render.compare import compare_passes  # noqa: E402
+from s2r_data.render.raycast import CYCLES_SAMPLE_OFFSET_PX, equirect_row_directions_cam  # noqa: E402
+from s2r_data.render.raycast_backend import scene_for  # noqa: E402
+from s2r_data.render.street_poses import random_street_poses  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "render.json"
 
@@ -87,23 +97,8 @@ def city_model(name: str, cache: Path) -> tuple[Path, str, object]:
 
 def street_poses(model_path: Path, area, n: int, seed: int, prefix: str) -> list[Pose]:
     """Cameras at 2.5 m outside buildings (footprints buffered 1.5 m), random heading, small pitch/roll."""
-    import shapely
-
-    model = CityModel.load(model_path)
-    blocked = model.footprints().buffer(1.5)
-    lo, hi = model.bbox_local_m()
-    region = area if area is not None else shapely.box(lo[0] * 0.8, lo[1] * 0.8, hi[0] * 0.8, hi[1] * 0.8)
-    free = region.difference(blocked)
-    rng = np.random.default_rng(seed)
-    minx, miny, maxx, maxy = free.bounds
-    poses: list[Pose] = []
-    while len(poses) < n:
-        x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-        if not free.contains(shapely.Point(x, y)):
-            continue
-        R = rotation_from_heading_pitch_roll(rng.uniform(0, 360), rng.normal(0, 3), rng.normal(0, 2))
-        poses.append(Pose(f"{prefix}{len(poses):04d}", [x, y, 2.5], R))
-    return poses
+    return random_street_poses(CityModel.load(model_path), n, seed=seed, prefix=prefix, area_local_m=area,
+                               pitch_range_deg=6.0, roll_range_deg=4.0)
 
 
 # ---- one measurement ---------------------------------------------------------------------------
@@ -142,11 +137,70 @@ def _delete_outputs(p: Path) -> None:
         f.unlink()
 
 
+def run_raycast(model_path: Path, poses: list[Pose], settings: RenderSettings, out_dir: Path) -> dict:
+    """(b): ``render_poses`` with the ray caster, wall per pano; the process's BVH built before."""
+    from s2r_data.render.content_key import model_file_sha256
+
+    t0 = time.perf_counter()
+    scene = scene_for(CityModel.load(model_path), model_file_sha256(model_path), settings.resolved_threads)
+    build_s = time.perf_counter() - t0  # ≈ 0 when an earlier case of the same city built it
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    results = render_poses(model_path, poses, out_dir, settings, progress=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} ray-cast renders failed, e.g. {failed[0].image_id}: {failed[0].reason}")
+    n = len(results)
+    return {"n_panos": n, "wall_s": wall, "wall_per_pano_s": wall / n, "panos_per_min": 60.0 * n / wall, "cpu_per_pano_s": cpu / n,
+            "render_s_mean": float(np.mean([r.render_time_s for r in results])), "bvh_build_s": scene.build_s,
+            "scene_lookup_s": build_s, "threads": scene.threads, "n_triangles": scene.n_triangles}
+
+
+def run_bare_embree(model_path: Path, poses: list[Pose], settings: RenderSettings, width: int) -> dict:
+    """(c): the same rays (pixel centres as the ray caster samples them, float32, shared origin),
+    precomputed, cast with embreex on the scene's threads in the scene's chunks; nothing else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s2r_data.render.content_key import model_file_sha256
+
+    scene = scene_for(CityModel.load(model_path), model_file_sha256(model_path), settings.resolved_threads)
+    embree, step = scene._scene, scene.chunk_rays  # the Embree scene itself: the limit
+    dirs_cam = equirect_row_directions_cam(width, 0, width // 2, sample_offset_px=CYCLES_SAMPLE_OFFSET_PX).reshape(-1, 3)
+    times, cpu_times = [], []
+    with ThreadPoolExecutor(scene.threads) as pool:
+        for pose in poses:
+            d = np.ascontiguousarray(dirs_cam @ pose.R_world_to_cam_opensfm, dtype=np.float32)
+            o = pose.center_local_m.astype(np.float32)
+            tfar = np.float32(settings.clip_end_m)
+            spans = [(s, min(s + step, len(d))) for s in range(0, len(d), step)]
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            for f in [pool.submit(lambda a, b: embree.run(np.broadcast_to(o, (b - a, 3)), d[a:b], dists=np.full(b - a, tfar, np.float32), output=1), a, b)
+                      for a, b in spans]:
+                f.result()
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - cpu0)
+    return {"n_panos": len(poses), "cast_s_mean": float(np.mean(times)), "cast_s_min": float(np.min(times)),
+            "cpu_per_pano_s": float(np.mean(cpu_times)), "panos_per_min": 60.0 / float(np.mean(times))}
+
+
+def agreement(blender_dir: Path, raycast_dir: Path, poses: list[Pose]) -> dict:
+    rows = [compare_passes(load_sim_passes(blender_dir / f"{p.image_id}.npz"), load_sim_passes(raycast_dir / f"{p.image_id}.npz"))
+            for p in poses]
+    return {
+        "label_agreement_min": min(r.label_agreement for r in rows),
+        "label_diff_off_edge_max": max(r.label_diff_off_edge for r in rows),
+        "sky_diff_off_edge_max": max(r.sky_diff_off_edge for r in rows),
+        "depth_agreement_1cm_min": min(r.depth_within_1cm for r in rows),
+        "depth_max_abs_err_m": max(r.depth_max_abs_err_m for r in rows),
+        "normal_agreement_0_1deg_min": min(r.normal_within_0_1deg for r in rows),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few poses per case (checks the script works)")
     ap.add_argument("--cities", default="sample,helsinki")
-    ap.add_argument("--threads", type=int, default=0, help="Cycles threads (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=0, help="Cycles and ray-cast threads (0 = all cores)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -163,9 +217,24 @@ def main(argv: list[str] | None = None) -> int:
                 settings = RenderSettings(width=width, threads=a.threads, device=a.device)
                 poses = street_poses(model_path, area, n_batch[width], seed=width, prefix=f"{name}{width}_")
                 r = run_batch(model_path, poses, settings, tmp / f"out-{name}-{width}")
-                _delete_outputs(tmp / f"out-{name}-{width}")
                 per_city[name][f"batch_{width}"] = r
                 cases.append((name, f"batch {width}", r))
+                ray_settings = RenderSettings(width=width, threads=a.threads, backend="raycast")
+                rc = run_raycast(model_path, poses, ray_settings, tmp / f"ray-{name}-{width}")
+                bare = run_bare_embree(model_path, poses, ray_settings, width)
+                agree = agreement(tmp / f"out-{name}-{width}", tmp / f"ray-{name}-{width}", poses)
+                _delete_outputs(tmp / f"out-{name}-{width}")
+                _delete_outputs(tmp / f"ray-{name}-{width}")
+                blender_steady = r.get("steady_wall_per_pano_s", r["wall_per_pano_s"])
+                per_city[name][f"raycast_{width}"] = {
+                    **rc, "bare_embree": bare, "agreement": agree,
+                    "speedup_vs_blender": blender_steady / rc["wall_per_pano_s"],
+                    "overhead_vs_bare_embree": rc["wall_per_pano_s"] / bare["cast_s_mean"],
+                    "cpu_overhead_vs_bare_embree": rc["cpu_per_pano_s"] / bare["cpu_per_pano_s"],
+                }
+                cases.append((name, f"raycast {width} (b)", {**rc, "render_s_mean": rc["render_s_mean"]}))
+                cases.append((name, f"bare embree {width} (c)", {"n_panos": bare["n_panos"], "wall_per_pano_s": bare["cast_s_mean"],
+                                                                  "render_s_mean": bare["cast_s_mean"], "panos_per_min": bare["panos_per_min"]}))
                 if width == 1024:
                     naive_settings = RenderSettings(width=width, threads=a.threads, device=a.device, restart_every=1)
                     nposes = street_poses(model_path, area, n_naive, seed=7, prefix=f"{name}naive_")
@@ -177,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     def worst(key: str, width: int, fn) -> float:
         return float(fn(per_city[c][f"batch_{width}"].get(key, np.nan) for c in per_city))
 
+    def worst_ray(key: str, width: int, fn) -> float:
+        return float(fn(per_city[c][f"raycast_{width}"][key] for c in per_city))
+
+    def worst_agree(key: str, fn) -> float:
+        return float(fn(per_city[c][f"raycast_{w}"]["agreement"][key] for c in per_city for w in (1024, 2048)))
+
     import bpy  # noqa: F401  (version for the record; the worker uses the same module)
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
@@ -186,7 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_vs_naive_1024": float(min(per_city[c]["speedup_vs_naive_1024"] for c in per_city)),
         "panos_per_min_1024": worst("panos_per_min", 1024, min),
         "panos_per_min_2048": worst("panos_per_min", 2048, min),
-        "targets": {"overhead_ratio_max": 1.2, "speedup_vs_naive_1024_min": 3.0},
+        "raycast_vs_blender_speedup_1024": worst_ray("speedup_vs_blender", 1024, min),
+        "raycast_vs_blender_speedup_2048": worst_ray("speedup_vs_blender", 2048, min),
+        "raycast_overhead_vs_bare_embree_1024": worst_ray("overhead_vs_bare_embree", 1024, max),
+        "raycast_overhead_vs_bare_embree_2048": worst_ray("overhead_vs_bare_embree", 2048, max),
+        "raycast_cpu_overhead_vs_bare_embree_2048": worst_ray("cpu_overhead_vs_bare_embree", 2048, max),
+        "raycast_panos_per_min_1024": worst_ray("panos_per_min", 1024, min),
+        "raycast_panos_per_min_2048": worst_ray("panos_per_min", 2048, min),
+        "label_agreement_min": worst_agree("label_agreement_min", min),
+        "depth_agreement_1cm_min": worst_agree("depth_agreement_1cm_min", min),
+        "label_diff_off_edge_max": worst_agree("label_diff_off_edge_max", max),
+        "targets": {"overhead_ratio_max": 1.2, "speedup_vs_naive_1024_min": 3.0, "raycast_vs_blender_speedup_2048_min": 4.0,
+                    "raycast_overhead_vs_bare_embree_2048_max": 1.5, "label_agreement_min": 0.999, "depth_agreement_1cm_min": 0.999},
         "machine": {
             "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "bpy": bpy.app.version_string,
             "platform": platform.platform(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -198,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_ratio": "steady-state wall time per pano (first to last completion, startup excluded, one conversion tail included) / mean Cycles render() time measured inside Blender over the same poses",
             "overhead_ratio_amortised": "total wall incl. worker startup / n / mean render() time",
             "speedup_vs_naive_1024": "naive wall per pano (fresh Blender process per pano) / batch wall per pano incl. startup",
-            "top_level": "worst case over cities: max overhead, min speedup, min panos/min",
+            "raycast_vs_blender_speedup": "Blender steady-state wall per pano (a) / ray-cast render_poses wall per pano (b), same poses",
+            "raycast_overhead_vs_bare_embree": "(b) / (c): ray-cast render_poses wall per pano (rays, cast, gathers, .npz written; BVH built before) / bare embreex cast of the same precomputed rays on the same threads",
+            "raycast_cpu_overhead_vs_bare_embree": "the same ratio in process CPU seconds (all threads): less sensitive to other load on the machine",
+            "agreement": "s2r_data.render.compare.compare_passes(Blender output, ray-cast output) per pose: label_agreement = fraction of equal labels; depth_agreement_1cm = fraction of non-edge pixels hit in both with |Δdepth| <= 1 cm",
+            "engine": "embreex (Embree 4) via its Python binding; Open3D's RaycastingScene not measured (not installed; embreex already reaches the targets it was to be chosen by)",
+            "top_level": "worst case over cities: max overhead, min speedup, min panos/min, min agreement",
         },
     }
     atomic_write_text(a.out, json.dumps(summary, indent=2))
@@ -208,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('overhead_ratio', float('nan')):>9.3f} {r['panos_per_min']:>9.1f}")
     print(f"\noverhead 1024: {summary['overhead_ratio_1024']:.3f}   overhead 2048: {summary['overhead_ratio_2048']:.3f}   "
           f"speedup vs naive 1024: {summary['speedup_vs_naive_1024']:.2f}x   (targets ≤ 1.2, ≥ 3)")
+    print(f"ray caster 2048: {summary['raycast_vs_blender_speedup_2048']:.2f}x faster than Blender (target ≥ 4), "
+          f"{summary['raycast_overhead_vs_bare_embree_2048']:.2f}x the bare Embree cast (target ≤ 1.5), "
+          f"{summary['raycast_panos_per_min_2048']:.0f} panos/min; agreement: labels ≥ {summary['label_agreement_min']:.5f}, "
+          f"depth ≤ 1 cm ≥ {summary['depth_agreement_1cm_min']:.5f} (targets ≥ 0.999)")
     print(f"wrote {a.out}")
     return 0
 

@@ -20,6 +20,41 @@ from s2r_data.render import protocol
 __all__ = ["main", "PanoRenderer"]
 
 
+SUPERVISOR_PID_ENV = "S2R_RENDER_SUPERVISOR_PID"  # set by s2r_data.render.worker_process
+
+
+def _die_with_supervisor() -> None:
+    """Exit when the supervisor dies, ``kill -9`` included, even in the middle of a render.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``; the parent
+    is the supervisor thread that started this process, which stops its workers before it
+    returns). Elsewhere a watchdog thread polls the parent pid. Either way, a supervisor that died
+    before this ran is caught by comparing the parent pid with the one it announced."""
+    import signal
+    import threading
+
+    expected = int(os.environ.get(SUPERVISOR_PID_ENV, "0") or 0)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            armed = ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if expected and os.getppid() != expected:
+        os._exit(75)  # orphaned already
+    if not armed and expected:
+
+        def watch() -> None:
+            while os.getppid() == expected:
+                time.sleep(1.0)
+            os._exit(75)
+
+        threading.Thread(target=watch, daemon=True, name="supervisor-watchdog").start()
+
+
 def _claim_protocol_stdout() -> TextIO:
     """Keep the original stdout for protocol events; route fd 1 (Blender's prints) to stderr."""
     sys.stdout.flush()
@@ -114,6 +149,7 @@ def _serve(out: TextIO, renderer: PanoRenderer) -> int:
 
 
 def main() -> int:
+    _die_with_supervisor()
     out = _claim_protocol_stdout()
     t0 = time.perf_counter()
     from .bpy_import import BpyMissingError, import_bpy

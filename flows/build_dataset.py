@@ -184,10 +184,11 @@ def align_poses_task(city_model_path: str, samples: list[dict[str, Any]], align_
 
 @task(name="render-and-write", tags=["blender"])
 def render_and_write_task(
-    city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int
+    city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int,
+    renderer: str = "blender",
 ) -> dict[str, Any]:
     return stages.render_and_write_batch(
-        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads
+        Path(city_model_path), samples, Path(renders_dir), store_url, city=city, width=width, threads=threads, backend=renderer
     )
 
 
@@ -247,6 +248,7 @@ def build_dataset(
     graph_url: str = DEFAULT_GRAPH_URL,
     tiles_url: str = DEFAULT_TILES_URL,
     batch_size: int = 8,
+    renderer: str = "blender",
     refine_poses: bool = True,
     network_retries: int = 3,
     harvest_overrides: dict[str, Any] | None = None,
@@ -270,6 +272,8 @@ def build_dataset(
         store_url: the Zarr store (default ``out_dir/<city>/dataset.zarr``).
         graph_url, tiles_url: Mapillary API bases (the replay server's in tests and the demo).
         batch_size: poses per render task (one Blender process renders a batch).
+        renderer: ``"blender"`` (Cycles, the reference) or ``"raycast"`` (Embree ray caster: the
+            same label passes, several times faster; one BVH per worker process).
         refine_poses: refine each reported pose against the city model before rendering
             (s2r_data.align: heading, pitch, roll, position, camera height; per-sequence prior;
             the refined pose is kept only if its alignment score is higher). Off: render the
@@ -293,6 +297,8 @@ def build_dataset(
     timings: dict[str, float] = {}
     t_flow = time.perf_counter()
     _validate(width, limit, batch_size, network_retries)
+    if renderer not in ("blender", "raycast"):
+        raise BadParameterError(f"renderer={renderer!r}: must be 'blender' (the reference) or 'raycast' (fast, labels only)")
     overrides = stages.check_harvest_overrides(harvest_overrides or {})
 
     city_cfg = load_city(city)  # UnknownCityError lists the known names
@@ -368,6 +374,7 @@ def build_dataset(
         city=unmapped(city_cfg.name),
         width=unmapped(width_px),
         threads=unmapped(threads),
+        renderer=unmapped(renderer),
     )
     batch_reports = []
     for fut in as_completed(list(batch_futures)):

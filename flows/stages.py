@@ -51,7 +51,6 @@ __all__ = [
     "align_batch",
     "alignment_summary",
     "load_photo_native",
-    "drop_stale_render",
     "pair_alignment_score",
     "render_path",
     "load_photo",
@@ -476,24 +475,6 @@ def ids_in_store(store_url: str) -> set[str]:
     return {str(x) for x in read_index(location(store_url)).column("image_id").to_pylist()}
 
 
-def drop_stale_render(path: Path, pose: Pose) -> bool:
-    """Delete ``path`` if it holds passes rendered at another pose (e.g. before refinement);
-    returns whether it did."""
-    if not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(z["meta_json"].tobytes().decode())
-        old = Pose.from_dict(meta["pose"])
-    except Exception:  # noqa: BLE001 - unreadable or without a pose: the renderer re-checks it
-        return False
-    same = (np.allclose(old.center_local_m, pose.center_local_m, atol=1e-4)
-            and np.allclose(old.R_world_to_cam_opensfm, pose.R_world_to_cam_opensfm, atol=1e-7))
-    if not same:
-        path.unlink(missing_ok=True)
-    return not same
-
-
 def pair_alignment_score(photo: np.ndarray, passes: Any, pose: Pose) -> float | None:
     """The alignment score (s2r_data.align.score, [0, 1]) of a pair: the photo at its own resolution
     (edges at the score's 1024-px working width, as the align stage scores), the render's passes at
@@ -520,16 +501,16 @@ def render_and_write_batch(
     city: str,
     width: int,
     threads: int,
+    backend: str = "blender",
 ) -> dict[str, Any]:
-    """Render a batch in one Blender worker (existing render files are reused), then commit each
-    rendered sample to the store (ids already there are left alone). Returns per-image outcomes."""
+    """Render a batch with ``backend`` (one Blender worker, or the ray caster; render files with a
+    matching content key are reused), then commit each rendered sample to the store (ids already
+    there are left alone). Returns per-image outcomes."""
     from s2r_data.render import RenderSettings, load_sim_passes, render_poses
     from s2r_data.store.writer import DatasetWriter
 
     specs = [SampleSpec.from_dict(s) for s in samples]
-    settings = RenderSettings(width=width, threads=threads)
-    for spec in specs:  # a render at another pose (before the pose was refined) is stale
-        drop_stale_render(render_path(renders_dir, spec.pose.image_id), spec.pose)
+    settings = RenderSettings(width=width, threads=threads, backend=backend)
     t0 = time.perf_counter()
     results = render_poses(city_model_path, [s.pose for s in specs], renders_dir, settings, progress=False)
     render_s = time.perf_counter() - t0

@@ -4,7 +4,7 @@
     s2r harvest --city sample --out DIR ...      Mapillary harvest            (s2r_data.mapillary)
     s2r replay --content data/sample/replay      local Mapillary replay server (s2r_data.mapillary.replay)
     s2r sample-content --out DIR                 regenerate the sample city's replay content
-    s2r render --city-model P --poses J --out D  Blender panoramas            (s2r_data.render)
+    s2r render --city-model P --poses J --out D  panoramas: Blender or --backend raycast (s2r_data.render)
     s2r store verify|info|compact URL            dataset store                (s2r_data.store)
     s2r align --dataset D --out D2 [--city-model P]  score + refine poses of a dataset (s2r_data.align)
 """

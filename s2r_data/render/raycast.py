@@ -13,9 +13,11 @@ Conventions (those of the Blender backend, blender-passes notes §1–§2, check
 
 * pixel (c, r) looks along λ = 2π(c + ½)/W − π, φ = π(½ − (r + ½)/H) in ``cam_opensfm``
   (:func:`s2r_data.equirect.pixel_to_bearing`), rotated to ``local_m`` by ``R_world_to_cam_opensfmᵀ``;
-* rays start at the camera centre moved :data:`~.settings.CLIP_START_M` along the ray (Cycles'
-  near clip) and end at ``clip_end_m``: nothing nearer than the near clip is seen, anything farther
-  than ``clip_end_m`` is sky;
+* rays start at the camera centre and end at ``clip_end_m`` (farther surfaces are sky); like
+  Cycles' near clip, nothing nearer than :data:`~.settings.CLIP_START_M` is seen (the few rays
+  that hit something that close are cast again from CLIP_START_M out);
+* Cycles' one sample per pixel lands :data:`CYCLES_SAMPLE_OFFSET_PX` (1/2000 px) from the centre;
+  the ray caster samples the same spot;
 * depth = Euclidean distance from the camera centre; normal = the triangle's unit face normal in
   ``local_m``, flipped to face the viewer (dot(normal, ray) ≤ 0), as Cycles does for back faces;
 * sky: label 0, DiffCol 0, normal 0, depth 0, ``sky_mask`` True.
@@ -28,19 +30,20 @@ Prefect.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..citymodel import CLASSES, MESH_CLASSES, CLASS_BY_NAME, CityModel, CityModelError
+from ..citymodel import CLASS_BY_NAME, CLASSES, MESH_CLASSES, CityModel
 from ..poses import Pose
-from .pose_checks import PoseFlagger, check_renderable_pose
+from .pose_checks import PoseFlagger, check_renderable_model, check_renderable_pose
 from .settings import CLIP_START_M, check_width
-from .sim_passes import SimPasses
+from .sim_passes import ARRAY_SPECS, SimPasses
 
 __all__ = [
     "RayHits",
@@ -132,9 +135,13 @@ class RaycastScene:
         # Gather tables with a leading "no hit" row, indexed by tri_index + 1 (−1 → sky).
         self._class_by_slot = np.concatenate([[0], classes]).astype(np.uint8)
         self._normal_by_slot = np.concatenate([np.zeros((1, 3), np.float32), self.triangle_normals_local])
-        self._colour_by_class = np.zeros((256, 3), np.float16)
+        self._tri_v0 = v[tris[:, 0]]
+        self._tri_n64 = n
+        colour_by_class = np.zeros((256, 3), np.float16)
         for c in CLASSES:
-            self._colour_by_class[c.index] = c.colour_linear
+            colour_by_class[c.index] = c.colour_linear
+        self._colour_by_slot = np.ascontiguousarray(colour_by_class[self._class_by_slot].T)  # (3, M + 1)
+        self._grids: dict[int, tuple[np.ndarray, ...]] = {}
         t0 = time.perf_counter()
         # Robust traversal (no cracks between triangles sharing an edge); Cycles builds its Embree
         # scenes with the same flag.
@@ -146,6 +153,7 @@ class RaycastScene:
         self.model_meta = dict(model.meta)
         self.model_path: Path | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_path(cls, city_model_path: str | Path, *, threads: int = 0) -> "RaycastScene":
@@ -165,15 +173,24 @@ class RaycastScene:
             for s, e in spans:
                 fn(s, e)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="raycast")
-        for f in [self._pool.submit(fn, s, e) for s, e in spans]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="raycast")
+            pool = self._pool
+        for f in [pool.submit(fn, s, e) for s, e in spans]:
             f.result()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the scene's threads (a later call starts them again)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def __enter__(self) -> "RaycastScene":
         return self
@@ -211,8 +228,10 @@ class RaycastScene:
         tri = np.empty(n, np.int64)
         tfar = np.float32(min(float(max_dist_m), _NO_HIT))
 
+        shared_origin = o[0].astype(np.float32) if len(o) == 1 else None
+
         def work(s: int, e: int) -> None:
-            oc = np.ascontiguousarray(o[s:e] if len(o) > 1 else np.broadcast_to(o[0], (e - s, 3)), dtype=np.float32)
+            oc = np.ascontiguousarray(o[s:e], dtype=np.float32) if shared_origin is None else np.broadcast_to(shared_origin, (e - s, 3))
             prim, t = self._first_hit(oc, np.ascontiguousarray(d[s:e], dtype=np.float32), np.full(e - s, tfar, np.float32))
             hit = (prim >= 0) & (t <= tfar)
             tri[s:e] = np.where(hit, prim, -1)
@@ -262,6 +281,22 @@ class RaycastScene:
         below_ground, also as top-level keys like the Blender backend), render_time_s, backend,
         backend_version, clip_end_m, rows.
         """
+        return self.render_into(pose, width, rows=rows, clip_end_m=clip_end_m)
+
+    def render_many(self, poses: Iterable[Pose], width: int, *, rows: tuple[int, int] | None = None,
+                    clip_end_m: float = 20_000.0, reuse_arrays: bool = False) -> Iterator[SimPasses]:
+        """:meth:`render` for each pose, in order (a batch, e.g. the candidates of a pose search).
+        ``reuse_arrays=True`` renders every pose into the same arrays: each result is valid only
+        until the next one is produced (no allocation per pose)."""
+        previous: SimPasses | None = None
+        for pose in poses:
+            previous = self.render_into(pose, width, rows=rows, clip_end_m=clip_end_m, out=previous if reuse_arrays else None)
+            yield previous
+
+    def render_into(self, pose: Pose, width: int, *, rows: tuple[int, int] | None = None,
+                    clip_end_m: float = 20_000.0, out: SimPasses | None = None) -> SimPasses:
+        """:meth:`render`, reusing the arrays of ``out`` (a previous result of the same size, no
+        longer needed) instead of allocating new ones: saves page faults in long batches."""
         t0 = time.perf_counter()
         check_width(width)
         check_renderable_pose(pose)
@@ -271,31 +306,42 @@ class RaycastScene:
         r0, r1 = (0, height) if rows is None else (int(rows[0]), int(rows[1]))
         if not 0 <= r0 < r1 <= height:
             raise ValueError(f"rows={rows!r}: need 0 <= r0 < r1 <= {height} for width {width}")
-        diffcol = np.zeros((3, height, width), np.float16)
-        normal = np.zeros((3, height, width), np.float16)
-        depth = np.zeros((1, height, width), np.float32)
-        label = np.zeros((1, height, width), np.uint8)
-        sky = np.ones((1, height, width), bool)
-        R_cam_to_local = pose.R_world_to_cam_opensfm.T  # columns: camera axes in local_m
+        arrays = _output_arrays(height, width, out, zero=(r0, r1) != (0, height))
+        diffcol, normal, depth, label, sky = (arrays[k] for k in ("diffcol", "normal", "depth_m", "label", "sky_mask"))
         C = pose.center_local_m
-        tfar = np.float32(clip_end_m - CLIP_START_M)
+        R_cam_to_local = pose.R_world_to_cam_opensfm.T  # columns: the camera axes in local_m
+        cos_lat, sin_lat, lon_part = self._pixel_grid(width, R_cam_to_local)
+        sin_lat_up = (sin_lat[:, None] * R_cam_to_local[:, 1]).astype(np.float32)  # (H, 3): sin φ · y_cam
+        origin32 = C.astype(np.float32)
+        normal_by_slot, colour_by_slot = self._oriented_tables(C)
+        tfar = np.float32(clip_end_m)
+        clip_start = np.float32(CLIP_START_M)
         rows_per_chunk = max(1, self.chunk_rays // width)
 
         def work(a: int, b: int) -> None:
-            d = equirect_row_directions_cam(width, a, b, sample_offset_px=CYCLES_SAMPLE_OFFSET_PX).reshape(-1, 3) @ R_cam_to_local.T
-            o32 = (C + CLIP_START_M * d).astype(np.float32)
-            prim, t = self._first_hit(o32, d.astype(np.float32), np.full(len(d), tfar, np.float32))
-            hit = (prim >= 0) & (t <= tfar)
-            slot = np.where(hit, prim + 1, 0)
-            cls = self._class_by_slot[slot]
-            n = self._normal_by_slot[slot]
-            facing_away = np.einsum("ij,ij->i", n, d) > 0
-            n = np.where(facing_away[:, None], -n, n)
-            label[0, a:b] = cls.reshape(b - a, width)
-            sky[0, a:b] = ~hit.reshape(b - a, width)
-            depth[0, a:b] = np.where(hit, t + np.float32(CLIP_START_M), np.float32(0)).reshape(b - a, width)
-            normal[:, a:b] = n.T.reshape(3, b - a, width)
-            diffcol[:, a:b] = self._colour_by_class[cls].T.reshape(3, b - a, width)
+            # d = cos φ (sin λ x_cam + cos λ z_cam) − sin φ y_cam, in local_m (x right, y down, z forward)
+            n = (b - a) * width
+            d3 = np.multiply(cos_lat[a:b, None, None], lon_part[None])
+            d3 -= sin_lat_up[a:b, None, :]
+            d = d3.reshape(n, 3)
+            hit = self._scene.run(np.broadcast_to(origin32, (n, 3)), d, dists=np.full(n, tfar, np.float32), output=1)
+            slot, t = hit["primID"], hit["tfar"]  # a miss keeps t = tfar ≥ clip_start
+            if t.min() < clip_start:  # Cycles' near clip: these rays start CLIP_START_M out (a surface within 5 cm)
+                near = np.flatnonzero(t < clip_start)
+                dn = d[near]
+                again = self._scene.run(origin32 + clip_start * dn, dn, dists=np.full(len(near), tfar - clip_start, np.float32), output=1)
+                slot[near] = again["primID"]
+                t[near] = again["tfar"] + clip_start
+            slot = np.add(slot, 1, dtype=np.intp)  # −1 (no hit) → slot 0 = sky; intp: take() would convert int32 on each call
+            np.take(self._class_by_slot, slot, out=label[0, a:b].reshape(n), mode="clip")
+            sky_rows = sky[0, a:b].reshape(n)
+            np.equal(slot, 0, out=sky_rows)
+            depth_rows = depth[0, a:b].reshape(n)
+            np.copyto(depth_rows, t)
+            np.copyto(depth_rows, 0, where=sky_rows)
+            for c in range(3):
+                np.take(normal_by_slot[c], slot, out=normal[c, a:b].reshape(n), mode="clip")
+                np.take(colour_by_slot[c], slot, out=diffcol[c, a:b].reshape(n), mode="clip")
 
         self._map(lambda s, e: work(r0 + s, r0 + e), r1 - r0, rows_per_chunk)
         flags = self._flagger.flags(pose)
@@ -305,39 +351,67 @@ class RaycastScene:
             "backend": "raycast", "backend_version": RAYCAST_BACKEND_VERSION, "clip_end_m": float(clip_end_m),
             "rows": [r0, r1], "pose": pose.to_dict(),
         }
-        return SimPasses(diffcol, normal, depth, label, sky, meta=meta)
+        return SimPasses(**arrays, meta=meta)
+
+    def _pixel_grid(self, width: int, R_cam_to_local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cos φ (H,), sin φ (H,), float32 (W, 3) sin λ·x_cam + cos λ·z_cam) at Cycles' sample positions."""
+        key = width
+        with self._lock:
+            grid = self._grids.get(key)
+        if grid is None:
+            height = width // 2
+            dx, dy = CYCLES_SAMPLE_OFFSET_PX
+            lon = (np.arange(width, dtype=np.float64) + 0.5 + dx) * (2 * np.pi / width) - np.pi
+            lat = np.pi * (0.5 - (np.arange(height, dtype=np.float64) + 0.5 + dy) / height)
+            grid = (np.cos(lat).astype(np.float32), np.sin(lat), np.sin(lon), np.cos(lon))
+            with self._lock:
+                if len(self._grids) > 8:
+                    self._grids.clear()
+                self._grids[key] = grid
+        cos_lat, sin_lat, sin_lon, cos_lon = grid
+        lon_part = (sin_lon[:, None] * R_cam_to_local[:, 0] + cos_lon[:, None] * R_cam_to_local[:, 2]).astype(np.float32)
+        return cos_lat, sin_lat, lon_part
+
+    def _oriented_tables(self, camera_local_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per slot (tri_index + 1) for rays from ``camera_local_m``: normals facing the camera and
+        class colours, float16 (3, M + 1), slot 0 = sky (zeros).
+
+        A ray from the camera hits a triangle's back face exactly when the camera is behind the
+        triangle's plane, so one sign per triangle replaces a dot product per pixel."""
+        behind = np.einsum("ij,ij->i", camera_local_m[None, :] - self._tri_v0, self._tri_n64) < 0
+        n = np.where(behind[:, None], -self._tri_n64, self._tri_n64)
+        normal_by_slot = np.zeros((3, self.n_triangles + 1), np.float16)
+        normal_by_slot[:, 1:] = n.T
+        return normal_by_slot, self._colour_by_slot
+
+
+def _output_arrays(height: int, width: int, reuse: SimPasses | None, *, zero: bool) -> dict[str, np.ndarray]:
+    """The five pass arrays for H × W: ``reuse``'s when they fit, else new ones; zeroed (sky) if ``zero``."""
+    if reuse is not None and reuse.label.shape == (1, height, width):
+        arrays = {name: getattr(reuse, name) for name in ARRAY_SPECS}
+        if zero:
+            for name, a in arrays.items():
+                a.fill(name == "sky_mask")
+        return arrays
+    make = np.zeros if zero else np.empty
+    arrays = {name: make((c, height, width), dtype) for name, (dtype, c) in ARRAY_SPECS.items()}
+    if zero:
+        arrays["sky_mask"].fill(True)
+    return arrays
 
 
 def _validated_triangles(model: CityModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All class meshes → (vertices float32 (V, 3), triangles int32 (M, 3), class uint8 (M,)).
-
-    Raises :class:`CityModelError` naming the problem: no triangles at all, non-finite vertices,
-    triangle indices out of range."""
+    """All class meshes → (vertices float32 (V, 3), triangles int32 (M, 3), class uint8 (M,)); a
+    model with no triangles, non-finite vertices or bad indices raises :class:`CityModelError`."""
+    check_renderable_model(model)
     verts, tris, classes, offset = [], [], [], 0
     for name in MESH_CLASSES:
         mesh = model.meshes[name]
         if not len(mesh.triangles):
             continue
-        v = mesh.vertices_local_m
-        bad = ~np.isfinite(v).all(axis=1)
-        if bad.any():
-            raise CityModelError(
-                f"city model{_where(model)}: {int(bad.sum())} of {len(v)} {name!r} vertices are not finite "
-                f"(first at index {int(np.flatnonzero(bad)[0])}); rebuild the model (`s2r city build`)"
-            )
-        t = mesh.triangles
-        if t.min() < 0 or t.max() >= len(v):
-            raise CityModelError(f"city model{_where(model)}: {name!r} triangles index vertices outside 0..{len(v) - 1}; rebuild the model")
-        verts.append(v)
-        tris.append(t + offset)
-        classes.append(np.full(len(t), CLASS_BY_NAME[name].index, np.uint8))
-        offset += len(v)
-    if not tris:
-        raise CityModelError(f"city model{_where(model)} has no triangles (every class mesh is empty); nothing can be rendered — check the OSM extract and rebuild (`s2r city build`)")
+        verts.append(mesh.vertices_local_m)
+        tris.append(mesh.triangles + offset)
+        classes.append(np.full(len(mesh.triangles), CLASS_BY_NAME[name].index, np.uint8))
+        offset += len(mesh.vertices_local_m)
     return (np.ascontiguousarray(np.concatenate(verts), np.float32), np.ascontiguousarray(np.concatenate(tris), np.int32),
             np.concatenate(classes))
-
-
-def _where(model: CityModel) -> str:
-    city = model.meta.get("city")
-    return f" of city {city!r}" if city else ""

@@ -10,6 +10,8 @@ from typing import Any, Literal, Mapping
 __all__ = [
     "RenderSettings",
     "RenderMode",
+    "RenderBackend",
+    "BACKENDS",
     "DeviceChoice",
     "BadPosePolicy",
     "DEFAULT_PHOTO_SAMPLES",
@@ -20,10 +22,12 @@ __all__ = [
 ]
 
 RenderMode = Literal["labels", "photo"]
+RenderBackend = Literal["blender", "raycast"]
 DeviceChoice = Literal["auto", "cpu", "gpu"]
 BadPosePolicy = Literal["render", "skip"]
 
 _MODES = ("labels", "photo")
+BACKENDS = ("blender", "raycast")  # one module each: s2r_data.render.<name>_backend
 _DEVICES = ("auto", "cpu", "gpu")
 _BAD_POSE_POLICIES = ("render", "skip")
 DEFAULT_PHOTO_SAMPLES = 4  # ≈3 s per 1024×512 on 2 cores; a little noise reads as sensor noise
@@ -50,6 +54,11 @@ class RenderSettings:
     ``labels`` mode: Diffuse-BSDF class colours, black world, no lights, 1 sample, passes
     DiffCol/Normal/Depth/Material Index → ``<image_id>.npz``. ``photo`` mode: sun + sky, textured
     Principled materials, ``samples`` (default 4) and AgX → ``<image_id>.jpg``.
+
+    ``backend``: ``"blender"`` (Cycles in a supervised worker process; the reference, and the only
+    one for photo mode) or ``"raycast"`` (Embree first-hit ray casting in this process, labels mode
+    only, the same pixels ≈ 5-10× faster). Blender-only fields (samples, device, timeouts,
+    restart_every, denoise) are ignored by the ray caster; ``threads`` sets both.
     """
 
     width: int = 1024  # pixels; even; height = width // 2
@@ -66,6 +75,7 @@ class RenderSettings:
     compress: bool = False  # zip-deflate the per-pose .npz (≈3× smaller, slower to write)
     jpeg_quality: int = 88  # photo mode
     max_consecutive_failures: int = 5  # then the rest of the batch is marked failed (not retried)
+    backend: RenderBackend = "blender"  # "blender" (reference, photo mode) | "raycast" (fast, labels only)
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> None:
@@ -81,6 +91,10 @@ class RenderSettings:
             bad("threads", "must be an integer >= 0 (0 = all cores)")
         if self.mode not in _MODES:
             bad("mode", f"must be one of {_MODES}")
+        if self.backend not in BACKENDS:
+            bad("backend", f"must be one of {BACKENDS}")
+        if self.backend == "raycast" and self.mode != "labels":
+            bad("backend", "the ray caster renders labels mode only; photo mode needs backend='blender'")
         if self.device not in _DEVICES:
             bad("device", f"must be one of {_DEVICES}")
         if self.on_bad_pose not in _BAD_POSE_POLICIES:
@@ -120,6 +134,14 @@ class RenderSettings:
     @property
     def output_suffix(self) -> str:
         return ".npz" if self.mode == "labels" else ".jpg"
+
+    def pixel_settings(self) -> dict[str, Any]:
+        """The fields that change output pixels (part of every output's content key); threads,
+        timeouts, device, compression and failure policies do not."""
+        d: dict[str, Any] = {"mode": self.mode, "width": self.width, "clip_end_m": float(self.clip_end_m)}
+        if self.mode == "photo":
+            d.update(samples=self.resolved_samples, denoise=self.denoise, jpeg_quality=self.jpeg_quality)
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

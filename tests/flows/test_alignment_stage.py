@@ -1,5 +1,5 @@
 """The pose-alignment stage of build-dataset (plain functions): batching by sequence, the per-image
-cache, stale renders, pair scores, and the report's alignment section and figures."""
+cache, pair scores, and the report's alignment section and figures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from PIL import Image
 from flows import stages
 from flows.report import AlignmentPair, report_markdown, write_alignment_png, write_score_histogram_png
 from s2r_data.align import PoseCorrection
-from s2r_data.render.sim_passes import save_sim_passes
 
 from tests.align.scene import camera, pseudo_photo, street_scene
 
@@ -38,16 +37,6 @@ def test_spec_round_trip_with_alignment():
     s = _spec("a", "A")
     s2 = stages.SampleSpec.from_dict({**s.to_dict(), "alignment": {"status": "refined"}})
     assert s2.alignment == {"status": "refined"} and np.allclose(s2.pose.center_local_m, s.pose.center_local_m)
-
-
-def test_drop_stale_render_removes_passes_of_another_pose(tmp_path):
-    _, scene = street_scene()
-    pose = camera(1.0, 2.0, 30.0, image_id="r")
-    path = tmp_path / "r.npz"
-    save_sim_passes(path, scene.render(pose, 64))
-    assert not stages.drop_stale_render(path, pose) and path.is_file()
-    assert stages.drop_stale_render(path, PoseCorrection(dx_m=0.3).apply(pose)) and not path.exists()
-    assert not stages.drop_stale_render(path, pose)  # nothing there
 
 
 def test_align_batch_refines_caches_and_reuses(tmp_path):

@@ -148,3 +148,18 @@ def test_tiles_outside_the_city_are_rejected(prefect_api, tmp_path, replay):
 
     msg = _failure_message(build_dataset(**_params(tmp_path, replay, tiles=["14/0/0"]), return_state=True))
     assert "do not intersect city 'sample'" in msg and "14/8299/5639" in msg
+
+
+@pytest.mark.slow
+def test_raycast_renderer_builds_the_dataset_and_unknown_renderers_are_refused(prefect_api, tmp_path, replay, monkeypatch):
+    from flows.build_dataset import build_dataset
+    from s2r_data.render import load_sim_passes
+    from s2r_data.store import open_dataset, verify
+
+    monkeypatch.setenv("MAPILLARY_TOKEN", TEST_TOKEN)
+    s = build_dataset(**_params(tmp_path, replay, renderer="raycast", limit=4))
+    assert s["verified"] and verify(s["store_url"]).ok and len(open_dataset(s["store_url"]).image_ids) == 4
+    renders = sorted((tmp_path / "sample" / "renders" / "w64").glob("*.npz"))
+    assert len(renders) == 4 and {load_sim_passes(p).meta["backend"] for p in renders} == {"raycast"}
+    msg = _failure_message(build_dataset(**_params(tmp_path, replay, renderer="cycles"), return_state=True))
+    assert "renderer='cycles'" in msg and "raycast" in msg

@@ -149,10 +149,10 @@ def test_duplicate_image_ids_are_rejected(city_path, tmp_path):
 def test_missing_bpy_in_this_environment_names_the_extra(city_path, tmp_path, monkeypatch):
     import importlib.util
 
-    from s2r_data.render import batch
+    from s2r_data.render import blender_backend
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(batch.importlib.util, "find_spec", lambda name, *a: None if name == "bpy" else real(name, *a))
+    monkeypatch.setattr(blender_backend.importlib.util, "find_spec", lambda name, *a: None if name == "bpy" else real(name, *a))
     with pytest.raises(BlenderNotInstalledError, match=r'pip install -e "\.\[render\]"'):
         render_poses(city_path, _poses(1), tmp_path, SETTINGS, progress=False)
 

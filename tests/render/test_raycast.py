@@ -202,3 +202,29 @@ def test_cast_hits_a_random_triangle_where_geometry_says(tri, bary, origin):
     assert hits.dist_m[0] == pytest.approx(dist, abs=1e-3 * max(1.0, dist))
     assert np.dot(hits.normal_local[0], to) < 0  # faces the origin
     assert abs(abs(np.dot(hits.normal_local[0], n / area2)) - 1) < 1e-5
+
+
+def test_memory_beyond_the_outputs_is_bounded_at_4096():
+    import tracemalloc
+
+    scene = RaycastScene(box_city(BOXES, ground_half_m=60.0), threads=2)
+    pose = POSES[1]
+    scene.render(pose, 64)  # warm-up (tables, thread pool)
+    outputs_bytes = 4096 * 2048 * (3 * 2 + 3 * 2 + 4 + 1 + 1)  # diffcol, normal f16; depth f32; label, sky
+    tracemalloc.start()
+    try:
+        passes = scene.render(pose, 4096)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert passes.width == 4096
+    assert peak - outputs_bytes < 48 * 2**20, f"temporaries peaked at {(peak - outputs_bytes) / 2**20:.0f} MiB beyond the outputs"
+
+
+def test_render_many_is_render_per_pose(scene):
+    many = list(scene.render_many(POSES, 64))
+    assert [p.meta["image_id"] for p in many] == [p.image_id for p in POSES]
+    for pose, got in zip(POSES, many):
+        assert np.array_equal(got.depth_m, scene.render(pose, 64).depth_m)
+    reused = [p.label.copy() for p in scene.render_many(POSES, 64, reuse_arrays=True)]
+    assert all(np.array_equal(a, b.label) for a, b in zip(reused, many))

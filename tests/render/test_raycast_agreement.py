@@ -60,22 +60,13 @@ def _assert_agrees(blender, raycast, where: str, *, min_compared: float = 0.3) -
 
 
 @pytest.mark.blender
-def test_sample_city_agrees_with_blender_512(tmp_path, sample_model, sample_scene):
-    poses = _street_poses(sample_model, 5, seed=11)
-    results, blender = render_model(tmp_path, sample_model, poses, RenderSettings(width=512, threads=2))
+@pytest.mark.parametrize("width, n_tilted, seed", [(512, 5, 11), pytest.param(2048, 1, 12, marks=pytest.mark.slow)], ids=["512", "2048"])
+def test_sample_city_agrees_with_blender(tmp_path, sample_model, sample_scene, width, n_tilted, seed):
+    poses = _street_poses(sample_model, n_tilted, seed=seed)
+    results, blender = render_model(tmp_path, sample_model, poses, RenderSettings(width=width, threads=2))
     assert [r.status for r in results] == ["ok"] * len(poses)
     for pose in poses:
-        _assert_agrees(blender[pose.image_id], sample_scene.render(pose, 512), pose.image_id)
-
-
-@pytest.mark.blender
-@pytest.mark.slow
-def test_sample_city_agrees_with_blender_2048(tmp_path, sample_model, sample_scene):
-    poses = _street_poses(sample_model, 1, seed=12)
-    results, blender = render_model(tmp_path, sample_model, poses, RenderSettings(width=2048, threads=2))
-    assert [r.status for r in results] == ["ok"] * len(poses)
-    for pose in poses:
-        _assert_agrees(blender[pose.image_id], sample_scene.render(pose, 2048), pose.image_id)
+        _assert_agrees(blender[pose.image_id], sample_scene.render(pose, width), pose.image_id)
 
 
 @pytest.mark.blender
