@@ -3,7 +3,9 @@
 Used only for stand-in "photos" of the sample city (the Mapillary replay server). Geometry and
 camera are those of labels mode, so the photos align exactly with the label passes. Textures are
 driven by the per-loop UVs in metres from :func:`blender_scripts.scene.planar_uvs_m` (walls: along
-the wall × height; others: plan x, y).
+the wall × height; others: plan x, y). Photo extras (the realistic stand-in world's trees,
+vehicles, poles, people: :mod:`s2r_data.photo_extras`) are added in photo mode only, textured in
+object space (metres).
 """
 
 from __future__ import annotations

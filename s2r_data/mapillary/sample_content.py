@@ -23,6 +23,7 @@ Stand-in data generation only: no pipeline code imports this module or its ``sta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -45,7 +46,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..cities import CityConfig, load_city
 from ..frames import LocalFrame
 from ..poses import Pose, heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll, rotvec_from_matrix
-from .standin_world import StreetWay
+from .standin_world import StreetWay, tangent_heading_deg
 
 __all__ = [
     "Placement",
@@ -123,12 +124,6 @@ def street_ways_local(
     return sorted(out, key=lambda w: w.key)
 
 
-def _heading_at(line: LineString, s: float) -> float:
-    a = line.interpolate(max(0.0, s - 0.5))
-    b = line.interpolate(min(line.length, s + 0.5))
-    return math.degrees(math.atan2(b.x - a.x, b.y - a.y)) % 360.0
-
-
 def place_panoramas(
     lines: Sequence[tuple[str, LineString]],
     footprints_local: BaseGeometry,
@@ -162,7 +157,7 @@ def place_panoramas(
                 continue
             if any(math.hypot(q.x_m - p.x, q.y_m - p.y) < step_m / 2 for q in found):
                 continue  # overlapping ways (sidewalk beside carriageway): one pano is enough
-            h = _heading_at(line, s)
+            h = tangent_heading_deg(line, s)
             found.append(Placement(float(p.x), float(p.y), (h + 180.0) % 360.0 if reverse else h, key))
     if len(found) <= max_count:
         return found
@@ -345,12 +340,15 @@ def render_photos(
     textured, sky; the model's photo extras included), finished by :func:`finish_photo`.
 
     Resumable per image: photos already finished are kept, each new one is written atomically as
-    soon as it is rendered (raw renders wait in ``work_dir/photos``). Returns the ids that failed."""
+    soon as it is rendered (raw renders wait in ``work_dir/photos/<key>``, ``key`` a hash of the
+    model file name, poses and width, so a raw render is never reused for another pose). Returns
+    one line per failed image."""
     from ..render import RenderSettings, render_poses
 
     todo = [p for p in poses if not photo_ok(images_dir / f"{p.image_id}.jpg", width)]
     if not todo:
         return []
+    key = hashlib.sha256(json.dumps([str(model_path), width, [p.to_dict() for p in poses]]).encode()).hexdigest()[:16]
     failed: list[str] = []
 
     def finish(r) -> None:
@@ -361,7 +359,7 @@ def render_photos(
             failed.append(f"{r.image_id} ({r.status}: {r.reason})")
 
     settings = RenderSettings(mode="photo", width=width, jpeg_quality=95)
-    render_poses(model_path, todo, work_dir / "photos", settings, progress=progress, on_result=finish)
+    render_poses(model_path, todo, work_dir / "photos" / key, settings, progress=progress, on_result=finish)
     return failed
 
 
@@ -427,7 +425,8 @@ def generate_sample_content(
         records = make_records(placements, frame, seed=seed, width=width)
         out = Path(out_dir)
         remove_stale(out, {r["id"] for r in records})
-        (out / "truth.json").unlink(missing_ok=True)  # exact content has no hidden truth
+        for hidden in ("truth.json", "truth_map.png"):  # exact content has no hidden truth
+            (out / hidden).unlink(missing_ok=True)
         images: dict[str, bytes] = {}
         if photos == "render":
             _render_photos(city, records, width, quality, work, out)

@@ -19,9 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import shapely
+import shapely.ops
 from shapely.geometry import LineString, MultiLineString, Point
 
-from .standin_world import StreetWay
+from .standin_world import StreetWay, tangent_heading_deg
 
 __all__ = ["CaptureConfig", "CapturedImage", "CaptureSequence", "street_routes", "plan_sequences"]
 
@@ -100,9 +101,13 @@ class _Route:
     width_m: float
 
 
-def street_routes(ways: Sequence[StreetWay], boundary_local: shapely.Geometry, *, inset_m: float = 10.0, min_length_m: float = 15.0) -> list[_Route]:
+def street_routes(
+    ways: Sequence[StreetWay], boundary_local: shapely.Geometry, *, inset_m: float = 10.0, min_length_m: float = 15.0,
+    max_length_m: float = 100.0,
+) -> list[_Route]:
     """Street ways merged into routes where they continue each other (shapely ``line_merge``),
-    clipped to the boundary shrunk by ``inset_m``; carriageway width = the narrowest way's."""
+    clipped to the boundary shrunk by ``inset_m``, cut into pieces of at most ``max_length_m``
+    (one sequence each at most); carriageway width = the narrowest way's."""
     if not ways:
         return []
     inner = boundary_local.buffer(-inset_m) if inset_m > 0 else boundary_local
@@ -112,14 +117,17 @@ def street_routes(ways: Sequence[StreetWay], boundary_local: shapely.Geometry, *
     out: list[_Route] = []
     for part in parts:
         clipped = part.intersection(inner)
-        for piece in shapely.get_parts(shapely.line_merge(clipped) if clipped.geom_type == "MultiLineString" else clipped):
-            if not isinstance(piece, LineString) or piece.length < min_length_m:
+        for whole in shapely.get_parts(shapely.line_merge(clipped) if clipped.geom_type == "MultiLineString" else clipped):
+            if not isinstance(whole, LineString) or whole.length < min_length_m:
                 continue
-            idx = tree.query(piece, predicate="dwithin", distance=0.01)
-            members = sorted({ways[i].key for i in idx if ways[i].line.distance(piece.interpolate(0.5, normalized=True)) < 50})
-            widths = [ways[i].width_m for i in idx] or [7.0]
-            key = "+".join(members[:3]) + (f"+{len(members) - 3}" if len(members) > 3 else "") if members else f"route{len(out)}"
-            out.append(_Route(key, piece, float(min(widths))))
+            n_cut = max(1, math.ceil(whole.length / max_length_m))
+            pieces = [shapely.ops.substring(whole, k * whole.length / n_cut, (k + 1) * whole.length / n_cut) for k in range(n_cut)]
+            for piece in pieces:
+                idx = tree.query(piece, predicate="dwithin", distance=0.01)
+                members = sorted({ways[i].key for i in idx if ways[i].line.distance(piece.interpolate(0.5, normalized=True)) < 50})
+                widths = [ways[i].width_m for i in idx] or [7.0]
+                key = "+".join(members[:3]) + (f"+{len(members) - 3}" if len(members) > 3 else "") if members else f"route{len(out)}"
+                out.append(_Route(key, piece, float(min(widths))))
     keys: dict[str, int] = {}
     unique: list[_Route] = []
     for r in out:  # one street can give several pieces: number them
@@ -127,12 +135,6 @@ def street_routes(ways: Sequence[StreetWay], boundary_local: shapely.Geometry, *
         keys[r.key] = n + 1
         unique.append(_Route(r.key if n == 0 else f"{r.key}#{n}", r.line, r.width_m))
     return unique
-
-
-def _tangent_deg(line: LineString, s: float) -> float:
-    a = line.interpolate(max(0.0, s - 0.5))
-    b = line.interpolate(min(line.length, s + 0.5))
-    return math.degrees(math.atan2(b.x - a.x, b.y - a.y)) % 360.0
 
 
 def _pass(route: _Route, s_positions: np.ndarray, direction: int, lateral_m: float, platform: str, mount_m: float,
@@ -144,7 +146,7 @@ def _pass(route: _Route, s_positions: np.ndarray, direction: int, lateral_m: flo
     s0 = float(s_positions[0]) if len(s_positions) else 0.0
     for s in s_positions:
         p = route.line.interpolate(float(s))
-        h_line = _tangent_deg(route.line, float(s))
+        h_line = tangent_heading_deg(route.line, float(s))
         heading = h_line if direction > 0 else (h_line + 180.0) % 360.0
         hr = math.radians(heading)
         x = p.x + lateral_m * math.cos(hr)  # right of travel = heading + 90°
@@ -167,6 +169,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
     if keep_out is not None:
         shapely.prepare(keep_out)
     centre = Point(*config.centre_xy_m)
+    min_images = min(3, config.images_per_sequence[0])  # fewer only where asked for
     order = sorted(range(len(routes)), key=lambda i: (routes[i].line.distance(centre), routes[i].key))
     taken: list[np.ndarray] = []  # xy of images already placed (other routes must not duplicate them)
     out: list[CaptureSequence] = []
@@ -187,7 +190,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
         if span > L:  # a short route: as many as fit
             keep = int(np.searchsorted(np.cumsum(steps), L, side="right"))
             steps, span = steps[:keep], float(steps[:keep].sum())
-        if len(steps) + 1 < 3:
+        if len(steps) + 1 < min_images:
             continue
         # the window nearest the centre, shifted a little
         s_mid = route.line.project(centre) + rng.normal(0.0, 10.0)
@@ -199,7 +202,7 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
             passes.append(-direction)
         first_index = len(out)
         for k, d in enumerate(passes):
-            if room() < 3:
+            if room() <= 0:
                 break
             walker = rng.random() < config.p_walker
             half = route.width_m / 2.0
@@ -217,8 +220,8 @@ def plan_sequences(routes: Sequence[_Route], true_footprints: shapely.Geometry, 
                 dmin = np.sqrt(((xy[:, None, :] - prev[None, :, :]) ** 2).sum(-1)).min(1)
                 if np.mean(dmin < 3.0) > 0.5:
                     break  # another route already covers this stretch (overlapping ways)
-            if len(seq.images) < 3:
-                continue
+            if len(seq.images) < min(min_images, room()):
+                continue  # too few left after the clearance check (the last sequence may be short)
             images = seq.images[: room()]
             seq = CaptureSequence(seq.route, seq.direction, seq.platform, seq.mount_height_m, seq.spacing_m, images,
                                   first_index if k > 0 and len(out) > first_index else None)

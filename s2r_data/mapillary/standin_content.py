@@ -11,8 +11,8 @@ very OSM model the pipeline renders. Here instead:
 3. **reported poses** (:mod:`.standin_errors`): true + smooth drift per sequence + per-image noise
    + a few gross errors; some records without ``computed_rotation``;
 4. ``images.json`` (Graph records with the reported poses), ``truth.json``
-   (:mod:`.standin_truth`; never served) and ``images/<id>.jpg`` rendered by the photo mode from the
-   true world at the true poses.
+   (:mod:`.standin_truth`; never served), its picture ``truth_map.png`` (:mod:`.standin_map`) and
+   ``images/<id>.jpg`` rendered by the photo mode from the true world at the true poses.
 
 Deterministic for a seed (separate random streams for buildings, occluders, capture, errors and
 records); resumable per image (a killed run continues: same plan, missing photos only).
@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..cities import CityConfig, load_city
+from ..frames import LocalFrame
 from ..citymodel import CityModel, Mesh
 from ..photo_extras import save_photo_extras
 from ..poses import Pose, heading_pitch_roll_deg, pose_from_mapillary, rotation_from_heading_pitch_roll
@@ -48,6 +49,7 @@ from .sample_content import (
 )
 from .standin_capture import CaptureConfig, CaptureSequence, plan_sequences, street_routes
 from .standin_errors import PoseErrorConfig, draw_sequence_errors
+from .standin_map import truth_map_png
 from .standin_truth import TRUTH_FORMAT, truth_path
 from .standin_world import (
     BuildingChange,
@@ -77,6 +79,7 @@ GENERATOR_VERSION = "s2r-standin-1"
 _BASE_CAPTURED_AT_MS = 1718445600000  # 2024-06-15T10:00:00Z
 _SEED_STREAMS = ("buildings", "occluders", "capture", "errors", "records")
 TRUE_MODEL_DIRNAME = "true_world"
+TRUTH_MAP_FILENAME = "truth_map.png"  # beside truth.json: the world from above, true vs reported
 
 
 class StandinContentError(RuntimeError):
@@ -125,19 +128,20 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(c) for name, c in zip(_SEED_STREAMS, children)}
 
 
-def osm_building_solids(city: CityConfig, osm_model: CityModel):
+def osm_building_solids(city: CityConfig, osm_model: CityModel, frame: LocalFrame | None = None):
     """The building solids the OSM model's walls and roofs were extruded from (same builder
     settings, read from the model's ``meta['build_config']``)."""
     from ..osm.builder import city_building_solids, city_clip_polygons
     from ..osm.reader import read_osm
 
+    frame = frame or city.frame
     cfg = osm_model.meta.get("build_config", {})
     margin = float(cfg.get("margin_m", 200.0))
-    boundary_local, clip = city_clip_polygons(city, margin)
+    boundary_local, clip = city_clip_polygons(city, margin, frame)
     x0, y0, x1, y1 = clip.bounds
-    lon, lat = city.frame.local_to_lonlat(np.array([x0 - 100, x1 + 100, x0 - 100, x1 + 100]), np.array([y0 - 100, y0 - 100, y1 + 100, y1 + 100]))
+    lon, lat = frame.local_to_lonlat(np.array([x0 - 100, x1 + 100, x0 - 100, x1 + 100]), np.array([y0 - 100, y0 - 100, y1 + 100, y1 + 100]))
     features = read_osm(city.local_osm_path(), bbox_lonlat=(float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))))
-    solids, _ = city_building_solids(features, city, boundary_local, clip, float(cfg.get("level_height_m", 3.0)))
+    solids, _ = city_building_solids(features, city, boundary_local, clip, float(cfg.get("level_height_m", 3.0)), frame)
     return solids
 
 
@@ -173,22 +177,21 @@ def plan_realistic_content(config: RealisticConfig, *, work_dir: str | Path) -> 
     osm_model = CityModel.load(osm_model_path)
     rngs = _rngs(config.seed)
 
-    solids = osm_building_solids(city, osm_model)
+    solids = osm_building_solids(city, osm_model, frame)
     changes = draw_building_changes(solids, config.world, rngs["buildings"])
     true_solids, applied = apply_building_changes(solids, changes, min_building_height_m=config.world.min_building_height_m)
     true_fp = true_solids.footprint_union()
 
-    boundary_local, clip = city_clip_polygons(city, float(osm_model.meta.get("build_config", {}).get("margin_m", 200.0)))
-    ways_in_city = street_ways_local(city.local_osm_path(), frame, boundary_local)
-    routes = street_routes(ways_in_city, boundary_local, inset_m=config.capture.boundary_inset_m, min_length_m=config.capture.min_route_m)
+    boundary_local, clip = city_clip_polygons(city, float(osm_model.meta.get("build_config", {}).get("margin_m", 200.0)), frame)
+    ways_around = street_ways_local(city.local_osm_path(), frame, clip)  # occluders: also beyond the boundary
+    routes = street_routes(ways_around, boundary_local, inset_m=config.capture.boundary_inset_m, min_length_m=config.capture.min_route_m)
     sequences = plan_sequences(routes, true_fp, config.capture, rngs["capture"])
     cams = np.array([[im.x_m, im.y_m] for s in sequences for im in s.images])
-    ways_around = street_ways_local(city.local_osm_path(), frame, clip)
     occluders = place_occluders(ways_around, true_fp, cams, config.world, rngs["occluders"])
     true_model = true_city_model(osm_model, true_solids, occluders)
     extras = occluder_meshes(occluders)
 
-    records, true_poses, images_truth, seq_truth = _records_and_truth(sequences, config, city, rngs)
+    records, true_poses, images_truth, seq_truth = _records_and_truth(sequences, config, frame, rngs)
     truth = {
         "format": TRUTH_FORMAT,
         "generator_version": GENERATOR_VERSION,
@@ -208,9 +211,8 @@ def plan_realistic_content(config: RealisticConfig, *, work_dir: str | Path) -> 
 
 
 def _records_and_truth(
-    sequences: list[CaptureSequence], config: RealisticConfig, city: CityConfig, rngs: dict[str, np.random.Generator]
+    sequences: list[CaptureSequence], config: RealisticConfig, frame: LocalFrame, rngs: dict[str, np.random.Generator]
 ) -> tuple[list[dict[str, Any]], list[Pose], dict[str, Any], dict[str, Any]]:
-    frame = city.frame
     rec_rng = random.Random(int(rngs["records"].integers(0, 2**63)))  # panorama_record's stream
     gps_rng = rngs["records"]
     records: list[dict[str, Any]] = []
@@ -300,22 +302,24 @@ def generate_realistic_content(
     tpath = truth_path(out)
     if tpath.is_file():
         try:
-            old_key = json.loads(tpath.read_text()).get("plan_key")
+            old = json.loads(tpath.read_text())
         except (OSError, ValueError):
-            old_key = None
-        if old_key != key:
+            old = {}
+        # same key but another plan: the generator's code changed without a GENERATOR_VERSION bump
+        if old.get("plan_key") != key or json.dumps(old, sort_keys=True) != json.dumps(plan.truth, sort_keys=True):
             if not force:
                 raise StandinContentError(
-                    f"{out} holds stand-in content of another plan (seed, settings, generator version or OSM city model "
+                    f"{out} holds stand-in content of another plan (seed, settings, generator or OSM city model "
                     "differ); pass --force to replace it, or choose another --out"
                 )
             log.warning("replacing the stand-in content in %s (another plan)", out)
             remove_stale(out, set())
-            shutil.rmtree(work / "photos", ignore_errors=True)
     remove_stale(out, {r["id"] for r in plan.records})  # e.g. exact content before
     # records and truth first: a killed render loses no plan, and the plan can be used at once
     write_content(out, plan.records)
     atomic_write_text(tpath, json.dumps(plan.truth, indent=1) + "\n")
+    osm_fp = CityModel.load(plan.osm_model_path).footprints()
+    atomic_write_bytes(out / TRUTH_MAP_FILENAME, truth_map_png(plan.truth, osm_fp, plan.true_model.footprints()))
     if photos == "placeholder":
         write_content(out, plan.records, {r["id"]: placeholder_jpeg(config.width, seed=i, quality=config.quality) for i, r in enumerate(plan.records)})
     elif photos == "render":
@@ -350,7 +354,7 @@ def build_true_world(content_dir: str | Path, out_dir: str | Path) -> Path:
             f"the {city.name!r} OSM city model changed since {content_dir} was generated (cache key "
             f"{str(osm_model.meta.get('cache_key'))[:12]}… vs {str(want)[:12]}…); regenerate the content"
         )
-    solids = osm_building_solids(city, osm_model)
+    solids = osm_building_solids(city, osm_model, city.frame)
     changes = {k: BuildingChange.from_dict(v) for k, v in truth.buildings.items()}
     cfg = truth.raw["config"]["world"]
     true_solids, _ = apply_building_changes(solids, changes, min_building_height_m=float(cfg["min_building_height_m"]))

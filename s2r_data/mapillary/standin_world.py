@@ -37,6 +37,7 @@ __all__ = [
     "BuildingChange",
     "Occluder",
     "StreetWay",
+    "tangent_heading_deg",
     "draw_building_changes",
     "apply_building_changes",
     "true_city_model",
@@ -274,7 +275,8 @@ def occluder_footprint(o: Occluder, *, crown: bool = True) -> shapely.Geometry:
     return _oriented_rect(o.x_m, o.y_m, o.heading_deg, o.size["length_m"], o.size["width_m"])
 
 
-def _tangent_deg(line: LineString, s: float) -> float:
+def tangent_heading_deg(line: LineString, s: float) -> float:
+    """Direction of ``line`` at arc length ``s`` (over ±0.5 m), clockwise from grid north, [0, 360)."""
     a = line.interpolate(max(0.0, s - 0.5))
     b = line.interpolate(min(line.length, s + 0.5))
     return math.degrees(math.atan2(b.x - a.x, b.y - a.y)) % 360.0
@@ -283,7 +285,7 @@ def _tangent_deg(line: LineString, s: float) -> float:
 def _side_point(line: LineString, s: float, offset_m: float) -> tuple[float, float, float]:
     """(x, y, heading) at arc length ``s``, ``offset_m`` to the right of the line's direction."""
     p = line.interpolate(s)
-    h = math.radians(_tangent_deg(line, s))
+    h = math.radians(tangent_heading_deg(line, s))
     return p.x + offset_m * math.cos(h), p.y - offset_m * math.sin(h), math.degrees(h) % 360.0
 
 

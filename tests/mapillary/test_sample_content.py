@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from shapely.geometry import LineString, Point, box
 
+from s2r_data.citymodel import CityModel
 from s2r_data.frames import LocalFrame
 from s2r_data.poses import heading_pitch_roll_deg, pose_from_mapillary, rodrigues
 from s2r_data.mapillary.records import pano_problem
@@ -88,27 +89,39 @@ def test_finish_photo_keeps_size_and_shrinks_noise():
 
 
 def test_committed_sample_content(city, tmp_path):
-    """data/sample/replay: ≥ 20 panoramas inside the boundary, clear of buildings, real photos."""
-    from s2r_data.citymodel import CityModel
-    from s2r_data.osm import build_or_load_city_model
+    """data/sample/replay is realistic content: ≥ 20 panoramas in several sequences (one street
+    captured twice), reported poses served, the truth beside them matching the current OSM model,
+    true cameras clear of the true buildings, 2048 × 1024 photos."""
+    from s2r_data.mapillary.standin_content import build_true_world
+    from s2r_data.mapillary.standin_truth import load_truth
 
     recs = json.loads((SAMPLE_CONTENT / "images.json").read_text())["images"]
-    assert len(recs) >= 20 and len({r["id"] for r in recs}) == len(recs)
+    ids = [r["id"] for r in recs]
+    assert len(recs) >= 20 and len(set(ids)) == len(recs)
     total = sum(p.stat().st_size for p in SAMPLE_CONTENT.rglob("*") if p.is_file())
     assert total <= 10e6
-    footprints = CityModel.load(build_or_load_city_model(city, tmp_path)).footprints()
+    truth = load_truth(SAMPLE_CONTENT)
+    assert sorted(truth.images) == sorted(ids) and truth.city == "sample"
+    assert len(truth.sequences) >= 3 and any(s["opposite_of"] for s in truth.sequences.values())
+    try:
+        true_model = CityModel.load(build_true_world(SAMPLE_CONTENT, tmp_path))
+    except RuntimeError as e:
+        pytest.fail(f"{e}: `python -m s2r_data.mapillary.sample_content --out data/sample/replay --force`")
+    footprints = true_model.footprints()
+    confidences = set()
     for r in recs:
+        t = truth.images[r["id"]]
         assert isinstance(r["id"], str) and pano_problem(r) is None
         assert not any(k.startswith("_replay") for k in r)
         pose = pose_from_mapillary(r, city.frame)
-        assert pose.confidence == "sfm"
-        assert city.polygon.covers(Point(*r["computed_geometry"]["coordinates"]))
-        assert footprints.distance(Point(pose.center_local_m[:2])) >= 1.5 - 1e-6
-        _, pitch, roll = heading_pitch_roll_deg(pose.R_world_to_cam_opensfm)
-        assert abs(pitch) <= 3.0 + 1e-6 and abs(roll) <= 3.0 + 1e-6
+        confidences.add(pose.confidence)
+        assert pose.center_local_m == pytest.approx(t.reported_pose.center_local_m, abs=1e-6)
+        assert city.polygon.covers(Point(t.true_pose.lon_deg, t.true_pose.lat_deg))
+        assert footprints.distance(Point(t.true_pose.center_local_m[:2])) >= 1.5 - 1e-6
         with Image.open(SAMPLE_CONTENT / "images" / f"{r['id']}.jpg") as im:
             assert im.format == "JPEG" and im.size == (r["width"], r["height"]) == (2048, 1024)
-    assert sorted(p.stem for p in (SAMPLE_CONTENT / "images").glob("*.jpg")) == sorted(r["id"] for r in recs)
+    assert "sfm" in confidences
+    assert sorted(p.stem for p in (SAMPLE_CONTENT / "images").glob("*.jpg")) == sorted(ids)
 
 
 def test_selection_takes_runs_and_skips_the_other_carriageway():
