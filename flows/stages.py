@@ -59,7 +59,6 @@ __all__ = [
     "render_and_write_batch",
     "finalize_store",
     "preview_pairs",
-    "reported_pose_of_row",
     "alignment_report_pairs",
     "summarize",
     "count_reasons",
@@ -360,11 +359,8 @@ def alignment_batches(specs: Sequence[SampleSpec], max_images: int) -> list[list
     return batches
 
 
-def _alignment_key(city_model_path: Path, pose: Pose) -> str:
-    from s2r_data.citymodel import CityModel
-
-    meta_key = CityModel.load(city_model_path).meta.get("cache_key", "")
-    return hashlib.sha1(json.dumps([ALIGNMENT_VERSION, meta_key, pose.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
+def _alignment_key(model_key: str, pose: Pose) -> str:
+    return hashlib.sha1(json.dumps([ALIGNMENT_VERSION, model_key, pose.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_photo_native(path: str | Path) -> np.ndarray:
@@ -383,16 +379,19 @@ def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], ali
     :data:`ALIGNMENT_VERSION`): a rerun redoes nothing. Returns the specs with the adopted poses."""
     from s2r_data.align import AlignConfig, AlignInput, AlignOutcome, align_images, extract_model_edges
     from s2r_data.atomic import atomic_write_text
+    from s2r_data.checksums import file_sha256
     from s2r_data.citymodel import CityModel
     from s2r_data.render.raycast import RaycastScene
 
     specs = [SampleSpec.from_dict(s) for s in samples]
     t0 = time.perf_counter()
+    model = CityModel.load(city_model_path)
+    model_key = str(model.meta.get("cache_key") or file_sha256(Path(city_model_path)))
     outcomes: dict[str, AlignOutcome] = {}
     keys = {}
     todo = []
     for s in specs:
-        keys[s.pose.image_id] = key = _alignment_key(Path(city_model_path), s.pose)
+        keys[s.pose.image_id] = key = _alignment_key(model_key, s.pose)
         path = Path(align_dir) / f"{s.pose.image_id}.json"
         if path.is_file():
             try:
@@ -404,7 +403,6 @@ def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], ali
                 pass  # unreadable cache entry: align again
         todo.append(s)
     if todo:
-        model = CityModel.load(city_model_path)
         edges = extract_model_edges(model)
 
         def save(o: AlignOutcome) -> None:
@@ -606,19 +604,11 @@ def preview_pairs(store_url: str, count: int) -> list[Any]:
     return [PreviewPair(ds.image_ids[i], ds.read(i, "sim"), ds.read(i, "real")) for i in range(n)]
 
 
-def reported_pose_of_row(row: Mapping[str, Any]) -> Pose | None:
-    """The reported pose kept in an index row by the alignment columns (None if not aligned)."""
-    R = row.get("reported_R_world_to_cam_opensfm")
-    if R is None or row.get("reported_x_local_m") is None:
-        return None
-    return Pose(str(row["image_id"]), [row["reported_x_local_m"], row["reported_y_local_m"], row["reported_z_local_m"]],
-                np.asarray(R, dtype=np.float64).reshape(3, 3))
-
-
 def alignment_report_pairs(store_url: str, city_model_path: Path, count: int, *, width: int = 1024) -> list[Any]:
     """The ``count`` worst and ``count`` best scored pairs of the store as
     :class:`flows.report.AlignmentPair`: the photo with the model's edges at the reported pose
     (before) and at the stored pose (after), both ray-cast at ``width``."""
+    from s2r_data.align.dataset import row_pose, row_reported_pose
     from s2r_data.align.overlay import edge_overlay
     from s2r_data.citymodel import CityModel
     from s2r_data.render.raycast import RaycastScene
@@ -640,9 +630,7 @@ def alignment_report_pairs(store_url: str, city_model_path: Path, count: int, *,
                 continue
             seen.add(i)
             row = rows[i]
-            after_pose = Pose(str(row["image_id"]), [row["x_local_m"], row["y_local_m"], row["z_local_m"]],
-                              np.asarray(row["R_world_to_cam_opensfm"]).reshape(3, 3))
-            before_pose = reported_pose_of_row(row) or after_pose
+            before_pose, after_pose = row_reported_pose(row), row_pose(row)
             real = ds.read(i, "real")
             panels = []
             for pose in (before_pose, after_pose):
