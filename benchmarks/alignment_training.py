@@ -122,7 +122,7 @@ def evaluate(ckpt: Path, test_url: Path, n_crops: int, seed: int, inception) -> 
     ff = extract_features(inception, list(torch.cat(fakes)))
     fr = extract_features(inception, list(torch.cat(reals)))
     out["fid"] = fid_from_features(fr, ff)
-    out["kid"], out["kid_std"] = kid_from_features(fr, ff, num_subsets=50, subset_size=min(len(ff), 100))
+    out["kid"], out["kid_std"] = kid_from_features(fr, ff, num_subsets=50, subset_size=max(2, min(len(ff) // 2, 100)))
     out["crops"] = n
     return out
 

@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="s2r align", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="s2r align", description="Score and refine the poses of an existing dataset (no re-harvest); writes a new store.")
     ap.add_argument("--dataset", required=True, help="the dataset store to align (read only)")
     ap.add_argument("--out", required=True, help="where to write the aligned store (a new location)")
     src = ap.add_mutually_exclusive_group()
