@@ -57,6 +57,7 @@ class AlignConfig:
     agree_sigmas: float = 3.0  # pass-1 solution within this many σ of the sequence prior: warm start
     rig_sigmas: float = 4.0  # candidates with pitch/roll/height further from the sequence's are not adopted
     render_rows_deg: tuple[float, float] = (-70.0, 75.0)  # latitude band rendered for the score
+    max_sequence_images: int = 24  # longer sequences are aligned in consecutive pieces (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -359,16 +360,24 @@ def align_images(
     progress: Callable[[AlignOutcome], None] | None = None,
 ) -> list[AlignOutcome]:
     """Align any set of images: grouped by ``sequence_id`` (capture order by ``captured_at_ms``,
-    then image id); images without a sequence are aligned alone."""
+    then image id; pieces of at most ``max_sequence_images``); images without a sequence are
+    aligned alone."""
     groups: dict[str, list[AlignInput]] = {}
     for it in items:
         key = it.sequence_id if it.sequence_id else f"\0{it.image_id}"
         groups.setdefault(key, []).append(it)
     out: list[AlignOutcome] = []
+    step = max(1, config.max_sequence_images)
     for key in sorted(groups):
         seq = sorted(groups[key], key=lambda it: (it.captured_at_ms if it.captured_at_ms is not None else 0, it.image_id))
-        for o in align_sequence(seq, edges, scene, config):
-            out.append(o)
-            if progress is not None:
-                progress(o)
+        # a long sequence in pieces: each keeps every image's photo features until its second pass
+        pieces = [seq[k:k + step] for k in range(0, len(seq), step)]
+        if len(pieces) > 1 and len(pieces[-1]) < 3:  # no piece too short for a sequence prior
+            last = pieces.pop()
+            pieces[-1] = pieces[-1] + last
+        for piece in pieces:
+            for o in align_sequence(piece, edges, scene, config):
+                out.append(o)
+                if progress is not None:
+                    progress(o)
     return out

@@ -127,3 +127,16 @@ def test_a_solution_implausible_for_the_rig_is_not_adopted(monkeypatch):
     h2 = outs["h2"]
     assert h2.status == "kept_reported" and "implausible_solution" in h2.flags and h2.pose is h2.reported
     assert all(outs[f"h{k}"].status == "refined" for k in (0, 1, 3))
+
+
+def test_long_sequences_are_aligned_in_pieces(monkeypatch):
+    seen = []
+    monkeypatch.setattr(pipeline_mod, "align_sequence", lambda items, *a, **k: seen.append([it.image_id for it in items]) or [])
+    model, scene = street_scene()
+    items = [AlignInput(f"i{k:02d}", camera(0, k, 0, image_id=f"i{k:02d}"), lambda: None, "s", k) for k in range(11)]
+    align_images(items, extract_model_edges(model), scene, AlignConfig(max_sequence_images=4))
+    assert [len(p) for p in seen] == [4, 4, 3]
+    align_images(items[:9], extract_model_edges(model), scene, AlignConfig(max_sequence_images=4))
+    assert [len(p) for p in seen[3:]] == [4, 5]  # a last piece of 1 joins the previous one
+    assert [i for p in seen[3:] for i in p] == [it.image_id for it in items[:9]]
+    assert [i for p in seen[:3] for i in p] == [it.image_id for it in items]
