@@ -6,8 +6,11 @@ The flow only sequences library calls (``s2r_data``, via the plain functions of
     resolve city ─► city model (OSM → meshes, cached) ────────────────────┐
                 └─► tiles ─► harvest-tile × tiles (network: retries, back-off) ─► merge ─► poses
                                                                                    │
+        align-poses × sequence batches (refine each reported pose against the model ◄┘
+                                        with the ray caster; kept only if it scores better)
+                                                                                   │
         render-and-write × batches (one Blender process per batch, then its samples ◄┘
-                                    are committed to the Zarr store + index fragments)
+                                    are committed to the Zarr store + index fragments, scored)
                   ─► index-and-verify (compact index, splits, verify) ─► report artifacts
                   ─► (optional) run the train deployment
 
@@ -49,7 +52,14 @@ from s2r_data.tiles import parse_tile_id, tiles_for_polygon
 from . import runners, stages
 from .mapillary_token import MissingTokenError
 from .storage_credentials import use_storage_block
-from .report import city_model_report, report_markdown, write_preview_png, write_report_files
+from .report import (
+    city_model_report,
+    report_markdown,
+    write_alignment_png,
+    write_preview_png,
+    write_report_files,
+    write_score_histogram_png,
+)
 
 __all__ = ["build_dataset", "BuildLayout", "EmptyRegionError", "DEFAULT_GRAPH_URL", "DEFAULT_TILES_URL", "TASK_WORKERS"]
 
@@ -103,6 +113,10 @@ class BuildLayout:
 
     def renders_dir(self, width: int) -> Path:
         return self.city_dir / "renders" / f"w{width}"
+
+    @property
+    def align_dir(self) -> Path:
+        return self.city_dir / "alignment"
 
     @property
     def report_dir(self) -> Path:
@@ -206,6 +220,11 @@ def harvest_tile_task(
     return rep
 
 
+@task(name="align-poses", tags=["cpu"])
+def align_poses_task(city_model_path: str, samples: list[dict[str, Any]], align_dir: str, threads: int) -> dict[str, Any]:
+    return stages.align_batch(Path(city_model_path), samples, Path(align_dir), threads=threads)
+
+
 @task(name="render-and-write", task_run_name=_render_run_name, tags=["blender"])
 def render_and_write_task(
     city_model_path: str, samples: list[dict[str, Any]], renders_dir: str, store_url: str, city: str, width: int, threads: int,
@@ -287,6 +306,7 @@ def build_dataset(
     tiles_url: str | None = None,
     batch_size: int = 8,
     renderer: str = "blender",
+    refine_poses: bool = True,
     network_retries: int = 3,
     harvest_overrides: dict[str, Any] | None = None,
     preview_count: int = 4,
@@ -324,6 +344,10 @@ def build_dataset(
         batch_size: poses per render task (one Blender process renders a batch).
         renderer: ``"blender"`` (Cycles, the reference) or ``"raycast"`` (Embree ray caster: the
             same label passes, several times faster; one BVH per worker process).
+        refine_poses: refine each reported pose against the city model before rendering
+            (s2r_data.align: heading, pitch, roll, position, camera height; per-sequence prior;
+            the refined pose is kept only if its alignment score is higher). Off: render the
+            reported poses (every pair is still scored).
         network_retries: task-level retries of a tile's harvest (exponential back-off).
         harvest_overrides: extra HarvestConfig fields (e.g. ``{"max_concurrency": 4}``).
         preview_count: pairs shown in the preview PNG.
@@ -425,6 +449,22 @@ def build_dataset(
         len(poses), sum(pose_failures.values()), len(poses) - len(todo), len(todo),
     )
     specs = stages.sample_specs(todo, layout.harvest_dir, harvest.table_path)
+    alignment = None
+    if refine_poses and specs:
+        t0 = time.perf_counter()
+        align_batches = stages.alignment_batches(specs, max(batch_size, 16))
+        n_align = max(1, min(TASK_WORKERS, len(align_batches)))
+        align_futures = align_poses_task.map(
+            city_model_path=unmapped(city_model_path),
+            samples=[[s.to_dict() for s in b] for b in align_batches],
+            align_dir=unmapped(str(layout.align_dir)),
+            threads=unmapped(max(1, (os.cpu_count() or 1) // n_align)),
+        )
+        align_reports = [f.result() for f in align_futures]
+        specs = [stages.SampleSpec.from_dict(d) for rep in align_reports for d in rep["samples"]]
+        alignment = stages.alignment_summary([it for rep in align_reports for it in rep["items"]])
+        timings["align"] = time.perf_counter() - t0
+        log.info("pose refinement: %d images, %s", alignment["images"], alignment["status"])
     specs = stages.allocate_store_slots(layout.store_url, specs, city=city_cfg.name, width=width_px, owner=runners.flow_run_owner())
     batches = _batches([s.to_dict() for s in specs], batch_size)
     n_parallel = max(1, min(TASK_WORKERS, len(batches)))
@@ -477,6 +517,7 @@ def build_dataset(
         batch_reports=batch_reports,
         final=final,
         timings=timings,
+        alignment=alignment,
     )
     summary["city_model"] = city_model_report(city_model_path)  # layer areas + road-share sanity check
     for w in summary["city_model"]["warnings"]:
@@ -485,12 +526,13 @@ def build_dataset(
         summary["train_flow_run"] = _trigger_training(
             train_deployment, layout.store_url, train_config, final, dataset_url=train_dataset_url
         )
-    _publish_report(summary, layout, preview_count, preview_base_url, out_dir)
+    _publish_report(summary, layout, preview_count, preview_base_url, out_dir, city_model_path)
     log.info("dataset %s: %d samples, verified", layout.store_url, final["samples"])
     return summary
 
 
-def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count: int, preview_base_url: str | None, out_dir: str) -> None:
+def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count: int, preview_base_url: str | None, out_dir: str,
+                    city_model_path: str) -> None:
     log = get_run_logger()
     preview_path = None
     if preview_count > 0:
@@ -502,6 +544,8 @@ def _publish_report(summary: dict[str, Any], layout: BuildLayout, preview_count:
     if preview_path is not None and preview_base_url:
         rel = preview_path.relative_to(Path(out_dir).resolve()).as_posix()
         preview_url = preview_base_url.rstrip("/") + "/" + rel
+    if preview_count > 0:
+        _alignment_figures(summary, layout, Path(city_model_path), preview_count)
     markdown = report_markdown(summary, preview_path=str(preview_path) if preview_path else None, preview_url=preview_url)
     md_path, json_path = write_report_files(summary, layout.report_dir, markdown)
     summary["report_md"], summary["report_json"] = str(md_path), str(json_path)
@@ -529,6 +573,21 @@ def dataset_location_for_training(store_url: str, project_dir: Path) -> str:
         return Path(loc.root).relative_to(Path(project_dir).resolve()).as_posix()
     except ValueError:
         return loc.root
+
+
+def _alignment_figures(summary: dict[str, Any], layout: BuildLayout, city_model_path: Path, count: int) -> None:
+    """Score histogram and worst/best before|after overlays (PNG) beside the report."""
+    from s2r_data.store.index import read_index
+
+    index = read_index(location(summary["store_url"]))
+    after = index.column("alignment_score").to_pylist()
+    if not any(v is not None for v in after):
+        return
+    before = index.column("alignment_score_before").to_pylist()
+    summary["alignment_histogram_png"] = str(write_score_histogram_png(before, after, layout.report_dir / "alignment_scores.png"))
+    pairs = stages.alignment_report_pairs(summary["store_url"], city_model_path, max(1, count // 2))
+    if pairs:
+        summary["alignment_png"] = str(write_alignment_png(pairs, layout.report_dir / "alignment_pairs.png"))
 
 
 def _trigger_training(

@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         ("harvest table", summary["harvest_table"]),
         ("build report", summary.get("report_md", "-")),
         ("preview (DiffCol|normal|depth|photo)", summary.get("preview_png", "-")),
+        ("alignment scores (histogram)", summary.get("alignment_histogram_png", "-")),
+        ("alignment before | after (worst, best)", summary.get("alignment_png", "-")),
     ]
     if train_result:
         rows += [

@@ -28,6 +28,9 @@ __all__ = [
     "report_markdown",
     "write_report_files",
     "evaluation_markdown",
+    "AlignmentPair",
+    "write_alignment_png",
+    "write_score_histogram_png",
 ]
 
 
@@ -74,12 +77,28 @@ def write_preview_png(pairs: Sequence[PreviewPair], path: str | Path, *, max_wid
     rows = [preview_rows(p) for p in pairs]
     width = min(r.shape[1] for r in rows)
     rows = [r[:, :width] for r in rows]
-    grid = np.concatenate(rows, axis=0)
-    img = Image.fromarray(grid)
-    if img.width > max_width_px:
-        img = img.resize((max_width_px, round(img.height * max_width_px / img.width)), Image.BILINEAR)
+    return _save_png(np.concatenate(rows, axis=0), path, max_width_px)
+
+
+@dataclass(frozen=True)
+class AlignmentPair:
+    """One pair of the alignment figure: the photo with the model's edges before/after refinement."""
+
+    image_id: str
+    which: str  # "worst" | "best"
+    score_before: float | None
+    score_after: float | None
+    status: str
+    before: np.ndarray  # (h, w, 3) uint8 overlay at the reported pose
+    after: np.ndarray  # (h, w, 3) uint8 overlay at the stored (refined or kept) pose
+
+
+def _save_png(img: np.ndarray, path: str | Path, max_width_px: int) -> Path:
+    im = Image.fromarray(img)
+    if im.width > max_width_px:
+        im = im.resize((max_width_px, round(im.height * max_width_px / im.width)), Image.BILINEAR)
     with atomic_path(path, suffix=".png") as tmp:
-        img.save(tmp, format="PNG")
+        im.save(tmp, format="PNG")
     return Path(path)
 
 
@@ -122,6 +141,35 @@ def _city_model_lines(cm: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def write_alignment_png(pairs: Sequence[AlignmentPair], path: str | Path, *, max_width_px: int = 2048) -> Path:
+    """Rows of before | after edge overlays (red: vertical building edges, yellow: facade–ground
+    lines, magenta: ground outlines, cyan: rooflines), each with a caption; written atomically."""
+    from s2r_data.align.overlay import label_strip
+
+    if not pairs:
+        raise ValueError("no pairs to show")
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    rows = []
+    for p in pairs:
+        w = p.before.shape[1]
+        cap_b = label_strip(f"{p.which}: {p.image_id}  reported pose, score {fmt(p.score_before)}", w)
+        cap_a = label_strip(f"{p.status}, score {fmt(p.score_after)}", w)
+        rows.append(np.concatenate([np.concatenate([cap_b, p.before]), np.concatenate([cap_a, p.after])], axis=1))
+    width = min(r.shape[1] for r in rows)
+    return _save_png(np.concatenate([r[:, :width] for r in rows]), path, max_width_px)
+
+
+def write_score_histogram_png(before: Sequence[float | None], after: Sequence[float | None], path: str | Path) -> Path:
+    """Histogram of the alignment scores at the reported (grey) and stored (blue) poses."""
+    from s2r_data.align.overlay import score_histogram
+
+    img = score_histogram([("reported poses", before, (150, 150, 150)), ("stored poses", after, (30, 90, 220))])
+    return _save_png(img, path, 2048)
+
+
 def _fmt_seconds(s: float) -> str:
     return f"{s:.1f}" if s < 600 else f"{s / 60:.1f} min"
 
@@ -157,6 +205,19 @@ def report_markdown(summary: Mapping[str, Any], *, preview_path: str | None = No
     warnings = list(summary.get("warnings", [])) + list(summary.get("city_model", {}).get("warnings", []))
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    al = summary.get("alignment")
+    if al:
+        lines += ["", "## Pose alignment", "",
+                  f"- images aligned: {al.get('images', 0)}, {al.get('s_per_image', 0)} s per image",
+                  "- status: " + (", ".join(f"{k} {v}" for k, v in sorted(al.get("status", {}).items())) or "-"),
+                  "- flags: " + (", ".join(f"{k} {v}" for k, v in sorted(al.get("flags", {}).items())) or "-")]
+        for key, name in (("score_before", "score at the reported poses"), ("score_after", "score at the stored poses")):
+            q = al.get(key) or {}
+            if q:
+                lines.append(f"- {name}: median {q['median']}, p10 {q['p10']}, p90 {q['p90']}")
+        for key, name in (("alignment_histogram_png", "score histogram"), ("alignment_png", "worst and best pairs, before | after")):
+            if summary.get(key):
+                lines.append(f"- {name}: `{summary[key]}`")
     if summary.get("train_flow_run"):
         lines += ["", f"Training started: flow run `{summary['train_flow_run']}`"]
     lines += ["", "## Timings", "", "| step | seconds |", "|---|---:|"]

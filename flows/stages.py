@@ -8,8 +8,10 @@ calls and checks its outputs first, so any step can be rerun and is testable on 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +50,12 @@ __all__ = [
     "harvested_rows",
     "poses_from_harvest",
     "sample_specs",
+    "ALIGNMENT_VERSION",
+    "alignment_batches",
+    "align_batch",
+    "alignment_summary",
+    "load_photo_native",
+    "pair_alignment_score",
     "render_path",
     "load_photo",
     "store_exists",
@@ -58,9 +66,13 @@ __all__ = [
     "close_idle_render_workers",
     "finalize_store",
     "preview_pairs",
+    "alignment_report_pairs",
     "summarize",
     "count_reasons",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class PermanentHarvestError(RuntimeError):
@@ -322,21 +334,23 @@ def poses_from_harvest(
 class SampleSpec:
     """What a render batch needs per panorama (JSON-able through :meth:`to_dict`)."""
 
-    pose: Pose
+    pose: Pose  # the pose to render: the reported one, or the refined one after align_batch
     photo_path: str  # absolute path of the harvested JPEG
     tile: str | None = None
     captured_at_ms: int | None = None
     sequence_id: str | None = None
     zarr_index: int | None = None  # the slot the flow allocated before dispatching (allocate_store_slots)
+    alignment: dict[str, Any] | None = None  # s2r_data.align.AlignOutcome.to_dict() when aligned
 
     def to_dict(self) -> dict[str, Any]:
         return {"pose": self.pose.to_dict(), "photo_path": self.photo_path, "tile": self.tile,
-                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id, "zarr_index": self.zarr_index}
+                "captured_at_ms": self.captured_at_ms, "sequence_id": self.sequence_id, "zarr_index": self.zarr_index,
+                "alignment": self.alignment}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SampleSpec":
         return cls(Pose.from_dict(d["pose"]), d["photo_path"], d.get("tile"), d.get("captured_at_ms"), d.get("sequence_id"),
-                   d.get("zarr_index"))
+                   d.get("zarr_index"), d.get("alignment"))
 
 
 def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> list[SampleSpec]:
@@ -346,6 +360,113 @@ def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> 
         r = rows[p.image_id]
         out.append(SampleSpec(p, str((Path(harvest_dir) / r["image_path"]).resolve()), r.get("tile"), r.get("captured_at"), r.get("sequence_id")))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# pose alignment (s2r_data.align): refine the reported poses against the city model before rendering
+
+ALIGNMENT_VERSION = "1"  # bump when a change alters refined poses (invalidates the per-image cache)
+
+
+def alignment_batches(specs: Sequence[SampleSpec], max_images: int) -> list[list[SampleSpec]]:
+    """Whole sequences per batch (the sequence prior needs them together), about ``max_images``
+    images each; images without a sequence go alone."""
+    groups: dict[str, list[SampleSpec]] = {}
+    for s in specs:
+        groups.setdefault(s.sequence_id or f"\0{s.pose.image_id}", []).append(s)
+    batches: list[list[SampleSpec]] = []
+    cur: list[SampleSpec] = []
+    for key in sorted(groups):
+        if cur and len(cur) + len(groups[key]) > max_images:
+            batches.append(cur)
+            cur = []
+        cur.extend(groups[key])
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _alignment_key(model_key: str, pose: Pose) -> str:
+    return hashlib.sha1(json.dumps([ALIGNMENT_VERSION, model_key, pose.to_dict()], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_photo_native(path: str | Path) -> np.ndarray:
+    """The harvested panorama at its own width (2:1), (H, W, 3) uint8, for alignment."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width = im.width - im.width % 2
+    return load_photo(path, width).transpose(1, 2, 0)
+
+
+def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], align_dir: Path, *, threads: int = 0) -> dict[str, Any]:
+    """Refine the poses of a batch of whole sequences (s2r_data.align) and decide per image whether
+    the refined pose is adopted (never worse by the alignment score). Results are cached per image
+    in ``align_dir/<image_id>.json`` (keyed by the city model, the reported pose and
+    :data:`ALIGNMENT_VERSION`): a rerun redoes nothing. Returns the specs with the adopted poses."""
+    from s2r_data.align import AlignConfig, AlignInput, AlignOutcome, align_images, extract_model_edges
+    from s2r_data.atomic import atomic_write_text
+    from s2r_data.checksums import file_sha256
+    from s2r_data.citymodel import CityModel
+    from s2r_data.render.raycast import RaycastScene
+
+    specs = [SampleSpec.from_dict(s) for s in samples]
+    t0 = time.perf_counter()
+    model = CityModel.load(city_model_path)
+    model_key = str(model.meta.get("cache_key") or file_sha256(Path(city_model_path)))
+    outcomes: dict[str, AlignOutcome] = {}
+    keys = {}
+    todo = []
+    for s in specs:
+        keys[s.pose.image_id] = key = _alignment_key(model_key, s.pose)
+        path = Path(align_dir) / f"{s.pose.image_id}.json"
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("key") == key:
+                    outcomes[s.pose.image_id] = AlignOutcome.from_dict(doc["outcome"])
+                    continue
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable cache entry: align again
+        todo.append(s)
+    if todo:
+        edges = extract_model_edges(model)
+
+        def save(o: AlignOutcome) -> None:
+            outcomes[o.image_id] = o
+            doc = {"key": keys[o.image_id], "outcome": o.to_dict()}
+            atomic_write_text(Path(align_dir) / f"{o.image_id}.json", json.dumps(doc, default=float))
+
+        items = [AlignInput(s.pose.image_id, s.pose, (lambda p=s.photo_path: load_photo_native(p)), s.sequence_id, s.captured_at_ms)
+                 for s in todo]
+        with RaycastScene(model, threads=threads) as scene:
+            align_images(items, edges, scene, AlignConfig(), progress=save)
+    out_specs = []
+    items_out = []
+    for s in specs:
+        o = outcomes[s.pose.image_id]
+        out_specs.append(dataclasses.replace(s, pose=o.pose, alignment=o.to_dict()))
+        items_out.append({"image_id": o.image_id, "status": o.status, "flags": list(o.flags),
+                          "score_before": o.score_before.score if o.score_before else None,
+                          "score_after": o.score_after.score if o.score_after else None, "time_s": o.time_s})
+    return {"samples": [s.to_dict() for s in out_specs], "items": items_out, "aligned_now": len(todo),
+            "align_s": time.perf_counter() - t0}
+
+
+def alignment_summary(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts by status and flag, and score quantiles before/after (for the build report)."""
+    status = Counter(str(it["status"]) for it in items)
+    flags = Counter(f for it in items for f in it.get("flags", []))
+
+    def q(key: str) -> dict[str, float]:
+        v = np.array([it[key] for it in items if it.get(key) is not None and np.isfinite(it[key])], dtype=np.float64)
+        if not len(v):
+            return {}
+        return {"median": round(float(np.median(v)), 3), "p10": round(float(np.percentile(v, 10)), 3),
+                "p90": round(float(np.percentile(v, 90)), 3)}
+
+    return {"images": len(items), "status": dict(status), "flags": dict(flags), "score_before": q("score_before"),
+            "score_after": q("score_after"), "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
 
 
 def render_path(renders_dir: Path, image_id: str) -> Path:
@@ -391,14 +512,29 @@ def allocate_store_slots(store_url: str, specs: Sequence[SampleSpec], *, city: s
     the slots of these samples in the store's slot manifest (one segment, in the specs' order:
     deterministic, and consistent with any other flow run doing the same at once) and size the
     arrays for them. Returns the specs with their ``zarr_index``."""
-    import dataclasses
-
     from s2r_data.store.writer import allocate_slots
 
     if not specs:
         return []
     slots = allocate_slots(store_url, [s.pose.image_id for s in specs], spec=store_spec(city, width), owner=owner)
     return [dataclasses.replace(s, zarr_index=slots[s.pose.image_id]) for s in specs]
+
+
+def pair_alignment_score(photo: np.ndarray, passes: Any, pose: Pose) -> float | None:
+    """The alignment score (s2r_data.align.score, [0, 1]) of a pair: the photo at its own resolution
+    (edges at the score's 1024-px working width, as the align stage scores), the render's passes at
+    the dataset's; None if unusable. Renders narrower than 1024 px locate their edges more coarsely."""
+    from s2r_data.align import ScoreConfig, score_pair
+
+    a = np.asarray(photo)
+    photo_width = a.shape[1] if a.shape[-1] == 3 else a.shape[-1]  # (H, W, 3) or (3, H, W)
+    try:
+        cfg = ScoreConfig(width_px=min(ScoreConfig().width_px, int(photo_width)))
+        sc = score_pair(a, passes.label, passes.depth_m, passes.normal, pose.R_world_to_cam_opensfm, cfg)
+    except Exception as e:  # noqa: BLE001 - a score must never sink the sample
+        log.warning("alignment score of %s failed: %s", pose.image_id, e)
+        return None
+    return float(sc.score) if sc.usable else None
 
 
 def render_and_write_batch(
@@ -451,6 +587,15 @@ def render_and_write_batch(
                             "inside_building": bool(r.flags.get("inside_building", False)),
                             "render_time_s": passes.meta.get("render_time_s", r.render_time_s),
                         }
+                        if spec.alignment is not None:  # scored by the align stage, at this very pose
+                            from s2r_data.align import AlignOutcome
+
+                            outcome = AlignOutcome.from_dict(spec.alignment)
+                            row.update(outcome.index_columns())
+                            after = outcome.score_after
+                            row["alignment_score"] = float(after.score) if after is not None and after.usable else None
+                        else:
+                            row["alignment_score"] = pair_alignment_score(load_photo_native(spec.photo_path), passes, spec.pose)
                         writer.write_sample(
                             r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
                             np.ones_like(passes.sky_mask), row, exist_ok=True, slot=spec.zarr_index,
@@ -527,6 +672,43 @@ def preview_pairs(store_url: str, count: int) -> list[Any]:
     return [PreviewPair(ds.image_ids[i], ds.read(i, "sim"), ds.read(i, "real")) for i in range(n)]
 
 
+def alignment_report_pairs(store_url: str, city_model_path: Path, count: int, *, width: int = 1024) -> list[Any]:
+    """The ``count`` worst and ``count`` best scored pairs of the store as
+    :class:`flows.report.AlignmentPair`: the photo with the model's edges at the reported pose
+    (before) and at the stored pose (after), both ray-cast at ``width``."""
+    from s2r_data.align.dataset import row_pose, row_reported_pose
+    from s2r_data.align.overlay import edge_overlay
+    from s2r_data.citymodel import CityModel
+    from s2r_data.render.raycast import RaycastScene
+    from s2r_data.store.reader import open_dataset
+
+    from .report import AlignmentPair
+
+    ds = open_dataset(store_url)
+    rows = ds.index.to_pylist()
+    scored = sorted((r["alignment_score"], i) for i, r in enumerate(rows) if r.get("alignment_score") is not None)
+    if not scored or count < 1:
+        return []
+    picks = [("worst", i) for _, i in scored[:count]] + [("best", i) for _, i in scored[::-1][:count]]
+    seen: set[int] = set()
+    out = []
+    with RaycastScene(CityModel.load(city_model_path)) as scene:
+        for which, i in picks:
+            if i in seen:
+                continue
+            seen.add(i)
+            row = rows[i]
+            before_pose, after_pose = row_reported_pose(row), row_pose(row)
+            real = ds.read(i, "real")
+            panels = []
+            for pose in (before_pose, after_pose):
+                p = scene.render(pose, width)
+                panels.append(edge_overlay(real, p.label, p.depth_m, p.normal, width_px=width))
+            out.append(AlignmentPair(str(row["image_id"]), which, row.get("alignment_score_before"), row.get("alignment_score"),
+                                     str(row.get("alignment_status") or "not_aligned"), panels[0], panels[1]))
+    return out
+
+
 def summarize(
     *,
     city: str,
@@ -540,6 +722,7 @@ def summarize(
     batch_reports: Sequence[Mapping[str, Any]],
     final: Mapping[str, Any],
     timings: Mapping[str, float],
+    alignment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable build summary (``report.json``, the flow's return value)."""
     items = [it for b in batch_reports for it in b["items"]]
@@ -585,6 +768,7 @@ def summarize(
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
         "render_s_per_batch": [round(float(b.get("render_s", 0.0)), 2) for b in batch_reports],
         "write_s_per_batch": [round(float(b.get("write_s", 0.0)), 2) for b in batch_reports],
+        "alignment": dict(alignment) if alignment is not None else None,
     }
 
 

@@ -6,6 +6,7 @@
     s2r sample-content --out DIR                 regenerate the sample city's replay content
     s2r render --city-model P --poses J --out D  panoramas: Blender or --backend raycast (s2r_data.render)
     s2r store verify|info|compact URL            dataset store                (s2r_data.store)
+    s2r align --dataset D --out D2 [--city-model P]  score + refine poses of a dataset (s2r_data.align)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-content": ("s2r_data.mapillary.sample_content", "regenerate the sample city's replay content"),
     "render": ("s2r_data.render.cli", "render sim passes (or stand-in photos) for poses"),
     "store": ("s2r_data.store.__main__", "verify / inspect / compact a dataset store"),
+    "align": ("s2r_data.align.__main__", "score and refine the poses of an existing dataset"),
 }
 
 

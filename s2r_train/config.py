@@ -221,9 +221,12 @@ class DataConfig:
     hflip: bool = True
     train_split: str = "train"
     val_split: str = "val"
+    min_alignment_score: float | None = None  # train only on pairs whose alignment_score is >= this (null: all)
 
     def __post_init__(self) -> None:
         _check(self.crop_size >= 8, "data.crop_size", f"must be >= 8, got {self.crop_size}")
+        _check(self.min_alignment_score is None or 0.0 <= self.min_alignment_score <= 1.0, "data.min_alignment_score",
+               f"must be in [0, 1] (alignment scores are) or null, got {self.min_alignment_score}")
         lo, hi = self.fov_deg
         _check(0 < lo <= hi < 180, "data.fov_deg", f"need 0 < lo <= hi < 180, got {self.fov_deg}")
         lo, hi = self.pitch_deg

@@ -11,7 +11,8 @@ through every augmentation:
   ``valid`` float32 (1, h, w) photo-valid mask (nearest);
 * ``meta``  dict: image_id, index, yaw_deg, pitch_deg, fov_deg, flip, R_world_to_cam_opensfm,
   level (pyramid level sampled), quarantined (space-separated ids of the damaged samples this
-  item stands in for, "" if none; see below).
+  item stands in for, "" if none; see below), alignment (the pair's ``alignment_score``, 1.0 if
+  unscored: the per-pair L1 weight).
 
 Damaged samples: a crop that samples a NaN/Inf means the sample's stored passes hold non-finite
 values (disk corruption, a write that predates validation). That sample is **quarantined** for
@@ -110,6 +111,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
         depth_range_m: tuple[float, float] = (0.0, 200.0),
         compact: bool = False,
         quarantined: Iterable[str] = (),
+        min_alignment_score: float | None = None,
     ):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split {split!r}: expected one of {SPLITS} or None")
@@ -139,6 +141,16 @@ class PanoCropDataset(torch.utils.data.Dataset):
             raise ValueError(
                 f"{self.url}: no samples in split {split!r} (splits present: {have or 'none: run s2r_train.splits.assign_splits'})"
             )
+        scores = (table.column("alignment_score").to_pylist() if "alignment_score" in table.column_names
+                  else [None] * table.num_rows)
+        if min_alignment_score is not None:  # pairs scored below (or not scored) are not trusted
+            kept = [i for i in rows if scores[i] is not None and scores[i] >= min_alignment_score]
+            if not kept:
+                raise ValueError(f"{self.url}: none of the {len(rows)} samples of split {split!r} has alignment_score >= "
+                                 f"{min_alignment_score}; lower data.min_alignment_score or align the dataset (s2r align)")
+            rows = kept
+        # per-pair L1 weight (train.l1_alignment_weighting): the score, 1 where the pair is not scored
+        self._alignment = np.asarray([1.0 if scores[i] is None else float(scores[i]) for i in rows], dtype=np.float32)
         self._rows = np.asarray(rows, dtype=np.int64)
         ids = table.column("image_id").to_pylist()
         self.image_ids = [ids[i] for i in rows]
@@ -297,6 +309,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
                 "fov_deg": view.fov_deg,
                 "flip": view.flip,
                 "level": level,
+                "alignment": float(self._alignment[index]),  # alignment_score in [0, 1] (1 if unscored)
                 # the panorama's world→camera rotation (local_m → cam_opensfm), for conditioning
                 # that rotates normals into the crop camera's frame
                 "R_world_to_cam_opensfm": torch.as_tensor(np.asarray(self._R[index], dtype=np.float32)),

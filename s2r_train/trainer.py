@@ -157,7 +157,8 @@ def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, dete
                       flip_p=0.5 if data_cfg.hflip else 0.0)
     # compact items (float16/uint8): a third of the worker → main-process transfer; decoded on the device
     return PanoCropDataset(url, split=split, crop=crop, seed=seed, deterministic=deterministic,
-                           depth_range_m=depth_range_m, compact=True)
+                           depth_range_m=depth_range_m, compact=True,
+                           min_alignment_score=data_cfg.min_alignment_score if split == data_cfg.train_split else None)
 
 
 def _optional_dataset(url: str, split: str, data_cfg: DataConfig, seed: int,

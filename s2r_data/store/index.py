@@ -153,6 +153,9 @@ def _read_table(loc: StoreLocation, rel_path: str) -> pa.Table | None:
     if data is None:
         return None
     t = pq.read_table(io.BytesIO(data))
+    for f in INDEX_SCHEMA:  # columns added later (nullable) read as null from older stores
+        if f.name not in t.column_names and f.nullable:
+            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
     return t.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
 
 

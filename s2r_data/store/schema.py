@@ -236,6 +236,18 @@ INDEX_SCHEMA = pa.schema(
         pa.field("outside_bounds", pa.bool_()),
         pa.field("inside_building", pa.bool_()),
         pa.field("render_time_s", pa.float32()),
+        # pose alignment (s2r_data.align; null when the build did not align). The pose columns above
+        # are the rendered (adopted) pose; alignment_score is the score there (s2r_data.align.score:
+        # [0, 1], higher = better aligned). Variable-size lists: nullable (see the note above).
+        pa.field("alignment_score_before", pa.float32()),  # at the reported pose
+        pa.field("alignment_status", pa.string()),  # s2r_data.align.pipeline.STATUSES
+        pa.field("alignment_flags", pa.string()),  # comma-separated, e.g. "refinement_not_better,poorly_aligned"
+        pa.field("alignment_edge_cost_deg", pa.float32()),  # the score's edge distance at the adopted pose
+        pa.field("reported_x_local_m", pa.float64()),  # the pose Mapillary reported (pose_from_mapillary)
+        pa.field("reported_y_local_m", pa.float64()),
+        pa.field("reported_z_local_m", pa.float64()),
+        pa.field("reported_R_world_to_cam_opensfm", pa.list_(pa.float64())),  # 9 floats, row-major
+        pa.field("pose_correction", pa.list_(pa.float64())),  # adopted − reported: Δheading°, Δpitch°, Δroll°, Δx m, Δy m, Δz m
     ],
     metadata={"schema_version": INDEX_SCHEMA_VERSION, "producer": "s2r_data.store"},
 )
