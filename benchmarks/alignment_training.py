@@ -70,17 +70,17 @@ def build_store(url: Path, samples: list[tuple[str, Pose, Path, str]], scene: Ra
     return scores
 
 
-def train_arm(url: Path, run_dir: Path, steps: int, seed: int, extra: list[str]) -> Path:
+def train_arm(url: Path, run_dir: Path, recipe: str, steps: int, seed: int, extra: list[str]) -> Path:
     from s2r_train.checkpoint import CheckpointManager
     from s2r_train.config import load_config
     from s2r_train.trainer import Trainer, init_distributed
 
-    # narrower crops than the tiny recipe's 60-100°: misalignment of a few pixels at 2048 must still
-    # show at the crops' 64 px (same for every arm)
+    # narrower crops than the recipes' 60-100°: misalignment of a few pixels at 2048 must still
+    # show at the crops' resolution (same for every arm)
     overrides = [f"data.url={url}", "train.val_batches=0", "train.num_vis_samples=0", f"train.seed={seed}",
                  "train.epochs=100000", "train.checkpoint_every_epochs=100000", "train.log_every_steps=100000",
                  "data.fov_deg=[35.0,55.0]", *extra]
-    cfg = load_config("tiny", overrides)
+    cfg = load_config(recipe, overrides)
     trainer = Trainer(cfg, run_dir=run_dir, dist_info=init_distributed("cpu"), max_steps=steps, resume=False, progress=False)
     try:
         trainer.fit()
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-crops", type=int, default=None, help="held-out crops (default 256; quick 64)")
     ap.add_argument("--held-out", type=float, default=0.25, help="fraction of sequences held out for the test")
     ap.add_argument("--min-score", type=float, default=None, help="arm (c) threshold (default: the train scores' 25th percentile)")
+    ap.add_argument("--recipe", default="demo",
+                    help="training preset of every arm (default demo: the CPU recipe that beats the class-mean baseline)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("need at least two sequences (one held out)", file=sys.stderr)
         return 2
     print(f"{len(train_rows)} training pairs ({len(seqs) - len(held)} sequences), {len(test_rows)} held-out pairs "
-          f"({len(held)} sequences); {width} px, {steps} steps per arm", flush=True)
+          f"({len(held)} sequences); {width} px, {steps} steps of the '{args.recipe}' recipe per arm", flush=True)
 
     root = args.work / f"training-w{width}"
     root.mkdir(parents=True, exist_ok=True)
@@ -199,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(run_dir)
-        ckpt = train_arm(url, run_dir, steps, args.seed, extra)
+        ckpt = train_arm(url, run_dir, args.recipe, steps, args.seed, extra)
         train_s = time.perf_counter() - t1
         results[name] = {**evaluate(ckpt, stores["test"], n_crops, args.seed + 1, inception), "train_s": train_s}
         print(f"  {name}: {results[name]}", flush=True)
 
     a = results["a_reported"]
     res = {
-        "n_train_pairs": len(train_rows), "n_test_pairs": len(test_rows), "width": width, "steps": steps, "test_crops": n_crops,
+        "n_train_pairs": len(train_rows), "n_test_pairs": len(test_rows), "width": width, "recipe": args.recipe, "steps": steps, "test_crops": n_crops,
         "min_alignment_score_c": tau, "n_train_pairs_c": int(sum(s is not None and s >= tau for s in scores["refined"].values())),
         "score_median_reported": float(np.median([s for s in scores["reported"].values() if s is not None])),
         "score_median_refined": float(np.median(refined_scores)),
