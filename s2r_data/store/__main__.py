@@ -1,4 +1,5 @@
-"""``python -m s2r_data.store verify URL`` (exit 1 on problems) | ``info URL`` | ``compact URL``."""
+"""``python -m s2r_data.store verify URL`` (exit 1 on problems) | ``info URL`` | ``compact URL``
+(exit 2 with a message when the store cannot be read)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,19 @@ def main(argv: list[str] | None = None) -> int:
         rep = verify(args.url, check_pyramid=not args.no_pyramid, progress=not args.no_progress, workers=args.workers)
         print(rep.summary())
         return 0 if rep.ok else 1
-    if args.cmd == "compact":
-        print(f"{compact(args.url)} rows in index.parquet")
-        return 0
-    ds = open_dataset(args.url)
+    try:
+        if args.cmd == "compact":
+            print(f"{compact(args.url)} rows in index.parquet")
+            return 0
+        return _info(args.url)
+    except Exception as e:  # noqa: BLE001 - the command line's edge: a damaged store is a message, not a traceback
+        print(f"python -m s2r_data.store {args.cmd} {args.url}: cannot read the store ({type(e).__name__}: {e}); "
+              f"`python -m s2r_data.store verify {args.url}` lists what is damaged", file=sys.stderr)
+        return 2
+
+
+def _info(url: str) -> int:
+    ds = open_dataset(url)
     t = ds.index
     attrs = ds.attrs
     info = {

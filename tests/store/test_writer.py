@@ -198,6 +198,13 @@ def test_cli_info_and_verify(tmp_path, capsys):
     assert "0 problems" in capsys.readouterr().out
     assert main(["compact", str(url)]) == 0
 
+    (url / "index.parquet").write_bytes(b"PAR1 torn")  # a damaged index: a message naming the store and verify, no traceback
+    capsys.readouterr()
+    assert main(["info", str(url)]) == 2
+    err = capsys.readouterr().err
+    assert str(url) in err and "cannot read the store" in err and "s2r_data.store verify" in err
+    assert main(["info", str(tmp_path / "missing")]) == 2
+
 
 def test_reads_through_fsspec_urls(tmp_path):
     """A finished store copied to another filesystem (here fsspec's memory://) reads the same,
