@@ -119,6 +119,7 @@ def split_groups(
             split[i] = name
         assigned[name] += len(members)
         seq_of_split[name].append(key)
+    _fill_empty_held_out(groups, fixed, targets, assigned, seq_of_split, split)
     # visualisation: existing vis samples still in val keep their order; then round-robin over
     # val sequences (in their seeded order), first image id first
     vis_index: list[int | None] = [None] * n
@@ -138,6 +139,47 @@ def split_groups(
                 v += 1
         depth += 1
     return split, vis_index
+
+
+def _fill_empty_held_out(
+    groups: dict[str, list[int]],
+    fixed: dict[str, str],
+    targets: dict[str, float],
+    assigned: dict[str, int],
+    seq_of_split: dict[str, list[str]],
+    split: list[str],
+) -> None:
+    """A requested held-out split (val, then test; target ≥ 1 sample) that the greedy fill left
+    empty gets one whole sequence from a split that has several: the one whose move leaves the
+    sizes closest to their targets. (The fill goes by deficit, so a few large sequences can all
+    land in train — 5 + 8 + 11 samples at 0.8 / 0.2 — and a run would have nothing to evaluate on.)
+    Sequences that already had a split never move."""
+
+    def error(counts: dict[str, float]) -> float:
+        return sum(abs(targets[s] - counts[s]) for s in targets)
+
+    for name in ("val", "test"):
+        if targets[name] < 1.0 or assigned[name] > 0:
+            continue
+        moves = []
+        for donor in ("train", "val", "test"):
+            if donor == name or len(seq_of_split[donor]) < 2:
+                continue
+            for key in seq_of_split[donor]:
+                if key in fixed:
+                    continue
+                n = len(groups[key])
+                after = {**assigned, donor: assigned[donor] - n, name: assigned[name] + n}
+                moves.append((error(after), n, key, donor))
+        if not moves:
+            continue
+        _, n, key, donor = min(moves)
+        seq_of_split[donor].remove(key)
+        seq_of_split[name].append(key)
+        assigned[donor] -= n
+        assigned[name] += n
+        for i in groups[key]:
+            split[i] = name
 
 
 def assign_splits(

@@ -30,16 +30,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if rep.ok else 1
     try:
         if args.cmd == "compact":
-            print(f"{compact(args.url)} rows in index.parquet")
-            return 0
-        return _info(args.url)
+            text = f"{compact(args.url)} rows in index.parquet"
+        else:
+            text = json.dumps(_info(args.url), indent=2, default=str)
     except Exception as e:  # noqa: BLE001 - the command line's edge: a damaged store is a message, not a traceback
         print(f"python -m s2r_data.store {args.cmd} {args.url}: cannot read the store ({type(e).__name__}: {e}); "
               f"`python -m s2r_data.store verify {args.url}` lists what is damaged", file=sys.stderr)
         return 2
+    print(text)
+    return 0
 
 
-def _info(url: str) -> int:
+def _info(url: str) -> dict:
     ds = open_dataset(url)
     t = ds.index
     attrs = ds.attrs
@@ -56,8 +58,7 @@ def _info(url: str) -> int:
         "sequences": len(set(t.column("sequence_id").to_pylist())) if len(ds) else 0,
         "index_columns": t.schema.names,
     }
-    print(json.dumps(info, indent=2, default=str))
-    return 0
+    return info
 
 
 if __name__ == "__main__":

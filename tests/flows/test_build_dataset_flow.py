@@ -86,6 +86,8 @@ def test_build_rerun_and_incremental(prefect_api, sample_content, tmp_path, monk
         ds3 = open_dataset(s3["store_url"])
         assert sorted(ds3.image_ids) == ids3 and len(set(ds3.image_ids)) == len(ds3.image_ids)
         assert verify(s3["store_url"]).ok
+        # the sample city's 3 sequences: one is held out, whatever the greedy fill did (training evaluates on it)
+        assert s3["splits"].get("val", 0) > 0 and s3["splits"].get("train", 0) > 0
         after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sample" / "renders" / "w128").glob("*.npz")}
         assert {k: after[k] for k in renders} == renders  # earlier renders untouched
 
