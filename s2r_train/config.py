@@ -140,6 +140,7 @@ class TrainConfig:
     gan_loss: Literal["bce", "hinge", "ls"] = "hinge"
     lambda_gan: float = 1.0
     lambda_l1: float = 1.0
+    lambda_l2: float = 0.0  # squared error (conditional mean: PSNR's loss), weighted and masked like L1
     adversarial_start_nimg: int = 0  # L1-only warm-up: no D updates and no adversarial/feature terms before this
     l1_alignment_weighting: bool = False  # weight L1 per pair by batch["alignment"] in [0, 1]
     lambda_feat: float = 10.0  # D feature matching
@@ -176,7 +177,7 @@ class TrainConfig:
     cpu_threads: int | None = None  # torch intra-op threads when training on the CPU; null = torch's default
 
     def __post_init__(self) -> None:
-        for k in ("lambda_gan", "lambda_l1", "lambda_feat", "lambda_vgg", "lambda_kl", "lambda_cycle"):
+        for k in ("lambda_gan", "lambda_l1", "lambda_l2", "lambda_feat", "lambda_vgg", "lambda_kl", "lambda_cycle"):
             _check(getattr(self, k) >= 0, f"train.{k}", f"must be >= 0, got {getattr(self, k)}")
         for k in ("lr_g", "lr_d"):
             _check(getattr(self, k) > 0, f"train.{k}", f"must be > 0, got {getattr(self, k)}")
@@ -201,8 +202,9 @@ class TrainConfig:
         _check(self.adversarial_start_nimg >= 0, "train.adversarial_start_nimg", "must be >= 0")
         _check(not (self.mode == "cycle" and self.adversarial_start_nimg > 0), "train.adversarial_start_nimg",
                "the L1 warm-up exists only in mode: paired (cycle training is adversarial from the start)")
-        _check(self.adversarial_start_nimg == 0 or self.lambda_l1 > 0 or self.lambda_vgg > 0, "train.adversarial_start_nimg",
-               "an L1 warm-up needs lambda_l1 > 0 (or lambda_vgg > 0): there is nothing else to train on before it ends")
+        _check(self.adversarial_start_nimg == 0 or self.lambda_l1 > 0 or self.lambda_l2 > 0 or self.lambda_vgg > 0,
+               "train.adversarial_start_nimg",
+               "a reconstruction warm-up needs lambda_l1, lambda_l2 or lambda_vgg > 0: there is nothing else to train on before it ends")
         _check(self.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
         _check(self.num_vis_samples >= 0, "train.num_vis_samples", "must be >= 0")
         _check(self.val_batches >= 0, "train.val_batches", "must be >= 0")

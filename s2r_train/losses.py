@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "GanLoss", "d_adversarial_loss", "g_adversarial_loss", "feature_matching_loss",
-    "weighted_l1_loss", "kl_loss", "PerceptualLoss", "fp32",
+    "weighted_l1_loss", "weighted_l2_loss", "kl_loss", "PerceptualLoss", "fp32",
 ]
 
 GanLoss = Literal["bce", "hinge", "ls"]
@@ -83,8 +83,22 @@ def weighted_l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Ten
                      *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean |pred − target|; ``weight`` (B,) scales each pair (e.g. an alignment score in [0, 1]);
     ``mask`` (B,1,h,w) in [0, 1] restricts the mean to valid photo pixels."""
+    return _weighted_mean_error(pred, target, weight, mask, squared=False)
+
+
+def weighted_l2_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                     *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (pred − target)², weighted and masked as :func:`weighted_l1_loss`. Its minimiser is the
+    conditional *mean* (L1's is the median): what PSNR rewards where the render cannot say what is
+    there (unmodelled trees, vehicles)."""
+    return _weighted_mean_error(pred, target, weight, mask, squared=True)
+
+
+def _weighted_mean_error(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                         mask: torch.Tensor | None, *, squared: bool) -> torch.Tensor:
     with fp32():
-        err = (pred.float() - target.float()).abs()
+        diff = pred.float() - target.float()
+        err = diff.square() if squared else diff.abs()
         if mask is None:
             per_sample = err.flatten(1).mean(1)
         else:

@@ -52,7 +52,7 @@ from .conditioning import condition_from_batch
 from .data import decode_batch, make_dataloader
 from .config import Config, DataConfig, config_from_dict, config_to_yaml
 from .losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
-                     weighted_l1_loss)
+                     weighted_l1_loss, weighted_l2_loss)
 from .metrics import discriminator_accuracy, l1, psnr, ssim
 from .models import build_networks, load_vgg19_features
 
@@ -578,6 +578,8 @@ class Trainer:
                 terms["g_feat"] = t.lambda_feat * feature_matching_loss(d_fake, d_real)
         if t.lambda_l1 > 0:
             terms["g_l1"] = t.lambda_l1 * weighted_l1_loss(fake, real, weight, mask=valid)
+        if t.lambda_l2 > 0:
+            terms["g_l2"] = t.lambda_l2 * weighted_l2_loss(fake, real, weight, mask=valid)
         if self.perceptual is not None:
             terms["g_vgg"] = t.lambda_vgg * self.perceptual(fake, real)
         if mu is not None:

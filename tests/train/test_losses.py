@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from s2r_train.losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
-                              weighted_l1_loss)
+                              weighted_l1_loss, weighted_l2_loss)
 from s2r_train.models import VGG19Features, load_vgg19_features
 
 from .helpers import one_thread_deterministic_restored  # noqa: F401
@@ -51,6 +51,26 @@ def test_weighted_l1_by_alignment_score():
     assert weighted_l1_loss(pred, target).item() == pytest.approx(2.0)
     assert weighted_l1_loss(pred, target, torch.tensor([1.0, 0.0])).item() == pytest.approx(1.0)
     assert weighted_l1_loss(pred, target, torch.tensor([1.0, 1.0])).item() == pytest.approx(2.0)
+
+
+def test_weighted_l2_is_the_squared_error_weighted_and_masked_like_l1():
+    pred = torch.zeros(2, 3, 4, 4)
+    target = torch.stack([torch.ones(3, 4, 4), 3 * torch.ones(3, 4, 4)])
+    assert weighted_l2_loss(pred, target).item() == pytest.approx((1 + 9) / 2)
+    assert weighted_l2_loss(pred, target, torch.tensor([0.0, 1.0])).item() == pytest.approx(9.0)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :2] = 1
+    target[:, :, 2:] = 100.0  # masked-out pixels do not count
+    assert weighted_l2_loss(pred, target, mask=mask).item() == pytest.approx(5.0)
+    # the minimiser over a constant prediction is the mean (L1's: the median)
+    x = torch.tensor([0.0, 0.0, 3.0]).view(3, 1, 1, 1)
+    c = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([c], lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        weighted_l2_loss(c.view(1, 1, 1, 1).expand_as(x), x).backward()
+        opt.step()
+    assert c.item() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_kl_zero_at_prior():

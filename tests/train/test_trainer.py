@@ -229,6 +229,16 @@ def test_l1_warm_up_leaves_d_alone_until_adversarial_start(tmp_path):
     assert any(not torch.equal(v, tr.D_raw.state_dict()[k]) for k, v in d0.items())
 
 
+def test_l2_only_warm_up_trains_g_on_the_squared_error(tmp_path):
+    tr = _trainer(tmp_path, "train.adversarial_start_nimg=4", "train.lambda_l1=0", "train.lambda_l2=10")
+    g0 = [p.clone() for p in tr.G_raw.parameters()]
+    stats = _run(tr, _batch(2), 1)
+    assert "g_l1" not in stats and stats["g_l2"] > 0 and stats["loss_g"] == pytest.approx(stats["g_l2"])
+    assert any(not torch.equal(a, b) for a, b in zip(g0, tr.G_raw.parameters()))
+    with pytest.raises(ValueError, match="lambda_l1, lambda_l2 or lambda_vgg"):
+        tiny_config("train.adversarial_start_nimg=4", "train.lambda_l1=0", "train.lambda_l2=0")
+
+
 def test_samples_and_val_every_n_epochs(tmp_path):
     cfg = tiny_config("train.epochs=4", "train.samples_every_epochs=2", "train.num_vis_samples=1", "train.val_batches=1")
     tr = Trainer(cfg, run_dir=tmp_path / "run", dataset_url="synthetic://4", progress=False, log_tensorboard=False)
