@@ -395,8 +395,8 @@ def load_photo_native(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        width = im.width - im.width % 2
-    return load_photo(path, width).transpose(1, 2, 0)
+        rgb = im.convert("RGB")
+    return _photo_array(rgb, rgb.width - rgb.width % 2).transpose(1, 2, 0)
 
 
 def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], align_dir: Path, *, threads: int = 0) -> dict[str, Any]:
@@ -478,10 +478,25 @@ def load_photo(path: str | Path, width: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (width, width // 2):
-            im = im.resize((width, width // 2), Image.LANCZOS)
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return _photo_array(im.convert("RGB"), width)
+
+
+def load_photo_and_native(path: str | Path, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_photo` and :func:`load_photo_native` of one file, decoded once."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    return _photo_array(rgb, width), _photo_array(rgb, rgb.width - rgb.width % 2).transpose(1, 2, 0)
+
+
+def _photo_array(rgb: Any, width: int) -> np.ndarray:
+    """A decoded RGB PIL image resized (Lanczos) to ``width × width/2`` unless it is that size: uint8 (3, H, W)."""
+    from PIL import Image
+
+    if rgb.size != (width, width // 2):
+        rgb = rgb.resize((width, width // 2), Image.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def store_exists(store_url: str) -> bool:
@@ -575,7 +590,10 @@ def render_and_write_batch(
                 else:
                     try:
                         passes = load_sim_passes(r.path)
-                        real = load_photo(spec.photo_path, width)
+                        if spec.alignment is None:  # scored below on the photo at its own width
+                            real, native = load_photo_and_native(spec.photo_path, width)
+                        else:
+                            real = load_photo(spec.photo_path, width)
                         row = {
                             "pose": spec.pose,
                             "tile": spec.tile,
@@ -595,7 +613,7 @@ def render_and_write_batch(
                             after = outcome.score_after
                             row["alignment_score"] = float(after.score) if after is not None and after.usable else None
                         else:
-                            row["alignment_score"] = pair_alignment_score(load_photo_native(spec.photo_path), passes, spec.pose)
+                            row["alignment_score"] = pair_alignment_score(native, passes, spec.pose)
                         writer.write_sample(
                             r.image_id, passes.sim7(), passes.label, real, passes.sky_mask,
                             np.ones_like(passes.sky_mask), row, exist_ok=True, slot=spec.zarr_index,

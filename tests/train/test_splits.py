@@ -12,6 +12,12 @@ from s2r_data.store.synthetic import write_synthetic_dataset
 from s2r_train.splits import SplitSpec, assign_splits, split_groups
 
 
+def _ids_and_sequences(seq_sizes: list[int]) -> tuple[list[str], list[str]]:
+    """Image ids ``i<seq>_<k>`` and their sequence ids ``seq<seq>``, sequences of the given sizes."""
+    pairs = [(f"i{s}_{k}", f"seq{s}") for s, n in enumerate(seq_sizes) for k in range(n)]
+    return [i for i, _ in pairs], [s for _, s in pairs]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     seq_sizes=st.lists(st.integers(1, 12), min_size=3, max_size=30),
@@ -19,11 +25,7 @@ from s2r_train.splits import SplitSpec, assign_splits, split_groups
     seed=st.integers(0, 10_000),
 )
 def test_no_sequence_in_two_splits_and_sizes_near_target(seq_sizes, train, seed):
-    ids, seqs = [], []
-    for s, n in enumerate(seq_sizes):
-        for k in range(n):
-            ids.append(f"i{s}_{k}")
-            seqs.append(f"seq{s}")
+    ids, seqs = _ids_and_sequences(seq_sizes)
     spec = SplitSpec(train=train, val=1.0 - train, vis=0)
     split, vis = split_groups(ids, seqs, spec, seed)
     by_seq = {}
@@ -43,8 +45,7 @@ def test_no_sequence_in_two_splits_and_sizes_near_target(seq_sizes, train, seed)
     seed=st.integers(0, 10_000),
 )
 def test_a_requested_val_split_is_never_left_empty(seq_sizes, val, seed):
-    ids = [f"i{s}_{k}" for s, n in enumerate(seq_sizes) for k in range(n)]
-    seqs = [f"seq{s}" for s, n in enumerate(seq_sizes) for _ in range(n)]
+    ids, seqs = _ids_and_sequences(seq_sizes)
     split, _ = split_groups(ids, seqs, SplitSpec(train=1.0 - val, val=val, vis=0), seed)
     if val * len(ids) >= 1.0:
         assert "val" in split and "train" in split
