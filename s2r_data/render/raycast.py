@@ -311,7 +311,11 @@ class RaycastScene:
         C = pose.center_local_m
         R_cam_to_local = pose.R_world_to_cam_opensfm.T  # columns: the camera axes in local_m
         cos_lat, sin_lat, lon_part = self._pixel_grid(width, R_cam_to_local)
-        sin_lat_up = (sin_lat[:, None] * R_cam_to_local[:, 1]).astype(np.float32)  # (H, 3): sin φ · y_cam
+        # Rows of (W·3) floats, so that numpy's inner loops run along a whole row, not 3 elements:
+        # lon_row = (sin λ x_cam + cos λ z_cam) per pixel, up_row = y_cam repeated per pixel.
+        lon_row = lon_part.reshape(1, width * 3)
+        up_row = np.tile(R_cam_to_local[:, 1].astype(np.float32), width)[None, :]
+        cos_col, sin_col = cos_lat[:, None], sin_lat.astype(np.float32)[:, None]
         origin32 = C.astype(np.float32)
         normal_by_slot, colour_by_slot = self._oriented_tables(C)
         tfar = np.float32(clip_end_m)
@@ -321,9 +325,9 @@ class RaycastScene:
         def work(a: int, b: int) -> None:
             # d = cos φ (sin λ x_cam + cos λ z_cam) − sin φ y_cam, in local_m (x right, y down, z forward)
             n = (b - a) * width
-            d3 = np.multiply(cos_lat[a:b, None, None], lon_part[None])
-            d3 -= sin_lat_up[a:b, None, :]
-            d = d3.reshape(n, 3)
+            d2 = np.multiply(cos_col[a:b], lon_row)
+            d2 -= np.multiply(sin_col[a:b], up_row)
+            d = d2.reshape(n, 3)
             hit = self._scene.run(np.broadcast_to(origin32, (n, 3)), d, dists=np.full(n, tfar, np.float32), output=1)
             slot, t = hit["primID"], hit["tfar"]  # a miss keeps t = tfar ≥ clip_start
             if t.min() < clip_start:  # Cycles' near clip: these rays start CLIP_START_M out (a surface within 5 cm)

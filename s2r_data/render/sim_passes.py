@@ -67,11 +67,17 @@ class SimPasses:
         return np.concatenate([self.diffcol, self.normal, self.depth_m.astype(np.float16)], axis=0)
 
 
-def save_sim_passes(path: str | Path, passes: SimPasses, *, compress: bool = False) -> Path:
-    """Write ``path`` (.npz) atomically."""
+def save_sim_passes(path: str | Path, passes: SimPasses, *, compress: bool = False, durable: bool = False) -> Path:
+    """Write ``path`` (.npz) atomically: a killed process never leaves a partial file.
+
+    Not fsynced unless ``durable``: a render output is a cache, keyed by what made it, and checks
+    itself (zip directory at the end, CRC-32 per array): an output damaged by an OS crash or power
+    loss is unreadable and rendered again (:func:`s2r_data.render.render_poses` says so), while
+    the fsync would cost more CPU than the cast's own overhead at 2048×1024.
+    """
     arrays = {name: getattr(passes, name) for name in ARRAY_SPECS}
     arrays["meta_json"] = np.frombuffer(json.dumps(passes.meta).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as fh:
         (np.savez_compressed if compress else np.savez)(fh, **arrays)
     return Path(path)
 

@@ -44,3 +44,34 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
         load_sim_passes(tmp_path / "bad.npz")
     with pytest.raises(SimPassesError, match="does not exist"):
         load_sim_passes(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_fsync_only_when_durable_and_a_failed_write_leaves_nothing(tmp_path, monkeypatch, durable):
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    save_sim_passes(tmp_path / "x1.npz", _passes(), durable=durable)
+    assert bool(synced) == durable
+    assert load_sim_passes(tmp_path / "x1.npz").image_id == "x1"
+
+    def half_then_fail(fh, **arrays):
+        fh.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_sim_passes(tmp_path / "x2.npz", _passes(), durable=durable)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["x1.npz"]
+
+
+def test_a_truncated_output_is_unreadable_not_silently_short(tmp_path):
+    """What a non-durable write can leave after an OS crash: a cut file → an error (re-rendered)."""
+    path = save_sim_passes(tmp_path / "x1.npz", _passes(64, 128))
+    data = path.read_bytes()
+    for cut in (0, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(SimPassesError, match="render again"):
+            load_sim_passes(path)
