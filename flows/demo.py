@@ -32,9 +32,9 @@ from .prefect_env import use_local_prefect
 REPO = Path(__file__).resolve().parent.parent
 
 DEMO_CONFIG = "demo"  # s2r_train/configs/demo.yaml: chosen by measurement (docs/benchmarks-train.md)
-# The demo's training budget as work, not time: the demo recipe costs ≈ 0.1 s of CPU per step in
+# The demo's training budget as work, not time: the demo recipe costs ≈ 0.06 s of CPU per step in
 # the training process (one torch thread; the loader worker has the other core), measured with
-# time.process_time, which does not grow with other processes' load; 2,800 steps ≈ 5 minutes on a
+# time.process_time, which does not grow with other processes' load; 2,800 steps ≈ 3 minutes on a
 # quiet 2-core machine. benchmarks/train_quality.py measures it again (demo_cpu_s_per_step).
 DEMO_TRAIN_STEPS = 2800
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--width", type=int, default=None, help="panorama width in px (height = width/2); default: the city's (1024)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many panoramas (default: all of the sample city)")
     ap.add_argument("--train-steps", type=int, default=DEMO_TRAIN_STEPS,
-                    help=f"optimizer steps of the demo recipe (default {DEMO_TRAIN_STEPS}, ≈ 5 min on a quiet 2-core machine)")
+                    help=f"optimizer steps of the demo recipe (default {DEMO_TRAIN_STEPS}, ≈ 3 min of CPU on a quiet 2-core machine)")
     ap.add_argument("--no-train", action="store_true", help="stop after the dataset is built")
     args = ap.parse_args(argv)
     if args.width is not None and (args.width < 16 or args.width % 4):
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = out / "runs" / "sample"
         target = last_logged_step(run_dir) + args.train_steps  # a rerun continues training
         say(f"flow train: the '{DEMO_CONFIG}' recipe on the CPU up to step {target} (a fixed amount of work, "
-            f"≈ 5 min on a quiet 2-core machine), then evaluation against the baselines")
+            f"≈ 3 min of CPU on a quiet 2-core machine), then evaluation against the baselines")
         train_result = train(dataset=summary["store_url"], config=DEMO_CONFIG, run_dir=str(run_dir), resume=True,
                              max_steps=target, allow_cpu=True)
         say("evaluation on the held-out (val) panoramas")

@@ -90,7 +90,7 @@ class ConditioningConfig:
 class GeneratorConfig:
     arch: Literal["spade", "unet"] = "spade"
     base_filters: int = 64  # SPADE nf (thesis 64) / U-net ngf (thesis 128)
-    norm: Literal["instance", "batch", "sync_batch"] = "instance"  # parameter-free norm before SPADE modulation
+    norm: Literal["none", "instance", "batch", "sync_batch"] = "instance"  # SPADE: parameter-free norm before the modulation; U-net: the middle levels' norm
     spectral_norm: bool = True
     num_upsampling_layers: Literal["normal", "more", "most"] = "normal"  # SPADE: 5 / 6 / 7 upsamplings
     spade_hidden: int = 128  # hidden channels of the SPADE gamma/beta net
@@ -142,7 +142,7 @@ class TrainConfig:
     lambda_l1: float = 1.0
     lambda_l2: float = 0.0  # squared error (conditional mean: PSNR's loss), weighted and masked like L1
     adversarial_start_nimg: int = 0  # L1-only warm-up: no D updates and no adversarial/feature terms before this
-    l1_alignment_weighting: bool = False  # weight L1 per pair by batch["alignment"] in [0, 1]
+    l1_alignment_weighting: bool = False  # weight L1 and L2 per pair by batch["alignment"] in [0, 1]
     lambda_feat: float = 10.0  # D feature matching
     lambda_vgg: float = 0.0  # perceptual loss; needs perceptual_weights_path
     perceptual_weights_path: str | None = None  # local VGG-19 state_dict (.pt); never downloaded
@@ -243,6 +243,10 @@ class EvalConfig:
     at_end: bool = True  # evaluate when a training run ends (store datasets; synthetic runs skip it)
     crops_per_panorama: int = 8  # perspective crops per held-out panorama (views from crop_seed)
     crop_seed: int = 2024
+    # angles of the scored crops: fixed here, not taken from data.*, so that recipes that train on
+    # other views (e.g. the demo's steeper pitches) are scored on the same crops as every other
+    crop_pitch_deg: tuple[float, float] = (-10.0, 30.0)
+    crop_fov_deg: tuple[float, float] = (60.0, 100.0)  # horizontal
     fid_crops: int = 64  # crops in the FID/KID sets (the first ones of the fixed crops; 0 = no FID/KID)
     panoramas: bool = True  # also score whole panoramas (tiled and direct translation)
     pano_width: int | None = None  # equirect width for whole-panorama scores; null = the crops' angular resolution
@@ -254,6 +258,10 @@ class EvalConfig:
         _check(self.pano_width is None or (self.pano_width >= 16 and self.pano_width % 2 == 0), "eval.pano_width",
                "must be an even number >= 16, or null")
         _check(self.grid_rows >= 0, "eval.grid_rows", "must be >= 0")
+        lo, hi = self.crop_pitch_deg
+        _check(-90 <= lo <= hi <= 90, "eval.crop_pitch_deg", f"need -90 <= lo <= hi <= 90, got {self.crop_pitch_deg}")
+        lo, hi = self.crop_fov_deg
+        _check(0 < lo <= hi < 180, "eval.crop_fov_deg", f"need 0 < lo <= hi < 180, got {self.crop_fov_deg}")
 
 
 @dataclass(frozen=True, kw_only=True)

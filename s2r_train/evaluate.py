@@ -149,9 +149,9 @@ def _read_level(reader, max_width: int) -> int:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _crop_config(config: Config) -> CropConfig:
-    d = config.data
-    return CropConfig(out_size=d.crop_size, pitch_deg=d.pitch_deg, fov_deg=d.fov_deg, flip_p=0.0)
+def _crop_config(config: Config, ecfg: EvalConfig) -> CropConfig:
+    """The scored crops: the recipe's crop size, the evaluation's fixed angles, no flips."""
+    return CropConfig(out_size=config.data.crop_size, pitch_deg=ecfg.crop_pitch_deg, fov_deg=ecfg.crop_fov_deg, flip_p=0.0)
 
 
 @torch.no_grad()
@@ -163,7 +163,7 @@ def _evaluate_crops(url: str, split: str, generators: Mapping[str, nn.Module], c
     from .data import PanoCropDataset
     from .fid import extract_features, fid_from_features, kid_from_features
 
-    ds = PanoCropDataset(url, split=split, crop=_crop_config(config), seed=ecfg.crop_seed, deterministic=True)
+    ds = PanoCropDataset(url, split=split, crop=_crop_config(config, ecfg), seed=ecfg.crop_seed, deterministic=True)
     train_pos = {image_id: i for i, image_id in enumerate(train_ds.image_ids)}
     # crop-major order (crop j of every panorama, then j + 1): any prefix covers all panoramas
     jobs = [(i, j) for j in range(ecfg.crops_per_panorama) for i in range(len(ds))]
@@ -298,7 +298,7 @@ def evaluate(url: str, generators: Mapping[str, nn.Module], config: Config, *, e
                          "assign splits first (s2r_train.splits.assign_splits)")
     class_mean = fit_class_mean(url, num_classes=config.network.conditioning.num_classes)
     nn_base = fit_nearest_neighbour(url)
-    train_ds = PanoCropDataset(url, split="train", crop=_crop_config(config), deterministic=True)
+    train_ds = PanoCropDataset(url, split="train", crop=_crop_config(config, ecfg), deterministic=True)
     if inception is None and ecfg.fid_crops:
         from .fid import InceptionFeatures
 

@@ -73,6 +73,16 @@ def test_evaluate_scores_models_and_baselines(store, tmp_path):
     assert "![val-crops](val-crops.png)" in paths["markdown"].read_text()
 
 
+def test_scored_crops_follow_the_eval_angles_not_the_recipes_training_views(store):
+    """Recipes that train on other views (the demo's steeper pitches) are scored on the same crops."""
+    no_panos = ("eval.panoramas=false",)
+    base = evaluate(str(store), {"grey": Grey()}, _cfg(*no_panos)).metrics["splits"]["val"]["crops"]["subjects"]
+    steep_training = evaluate(str(store), {"grey": Grey()}, _cfg("data.pitch_deg=[-60,30]", *no_panos))
+    assert steep_training.metrics["splits"]["val"]["crops"]["subjects"] == base
+    other_eval = evaluate(str(store), {"grey": Grey()}, _cfg("eval.crop_pitch_deg=[-60,-40]", *no_panos))
+    assert other_eval.metrics["splits"]["val"]["crops"]["subjects"]["class_mean"] != base["class_mean"]
+
+
 @pytest.mark.slow
 def test_training_ends_with_an_evaluation_and_the_cli_reevaluates(store, tmp_path, capsys):
     cfg = _cfg("eval.fid_crops=4", "train.batch_size=2")

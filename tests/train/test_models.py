@@ -82,3 +82,15 @@ def test_build_networks_paired_and_cycle():
     assert out["fake_cond"].shape == (1, 8, 64, 64) and out["rec_real"].shape == (1, 3, 64, 64)
     da, db = D(out["fake_cond"], out["fake_real"])
     assert len(da) == len(db) == 1
+
+
+def test_unet_without_norm_builds_from_config_and_keeps_brightness():
+    """norm: none (the demo recipe): no layer normalises a crop's statistics away, so a brighter
+    input can give a brighter output; one level is a local render → colour map."""
+    gcfg = GeneratorConfig(arch="unet", base_filters=4, unet_levels=1, norm="none")
+    G, _ = build_networks(gcfg, DiscriminatorConfig(base_filters=4, n_layers=1), cond_channels=5, mode="paired")
+    assert isinstance(G, UNetGenerator) and G.downsample_factor == 2
+    assert not any(isinstance(m, (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)) for m in G.modules())
+    x = torch.rand(1, 5, 16, 16)
+    assert G(x)[0].shape == (1, 3, 16, 16)
+    assert not torch.allclose(G(x)[0], G(x + 1.0)[0])
