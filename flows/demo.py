@@ -5,7 +5,7 @@
    in ``outputs/demo/prefect``); the sample city's registry entry names its replay content, so
    the flow serves it itself on 127.0.0.1 (a stand-in for Mapillary, no token);
 2. runs the ``train`` flow on the CPU with the ``demo`` recipe for a fixed amount of work
-   (``DEMO_TRAIN_STEPS`` optimizer steps, ≈ 5 minutes on a quiet 2-core machine; a fixed step
+   (``DEMO_TRAIN_STEPS`` optimizer steps, ≈ 3 minutes of CPU on a quiet 2-core machine; a fixed step
    count, not a time limit, so results do not depend on how busy the machine is); the run ends
    with an evaluation against the class-mean and nearest-neighbour baselines, whose table the
    demo prints;
