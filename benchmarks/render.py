@@ -12,9 +12,9 @@ s2r_data.osm (a synthetic random-box city if that package is unavailable — rep
 * (b) ray caster end to end: ``render_poses(backend="raycast")`` wall per pano (rays, cast,
   gathers, writing the same ``.npz``; the BVH is built once per process, reported apart), twice:
   outputs into a RAM-backed directory (``--ram-dir``, /dev/shm: what the renderer costs) and onto
-  the local disk beside Blender's (what this machine's disk adds: 38 MB per 2048 pano at ≈ 300
-  panos/min is ≈ 190 MB/s, half of a ≈ 370 MB/s virtio disk, and the kernel's writeback takes CPU
-  from the cast on 2 cores). The speed-up over Blender uses the disk run (same place as (a));
+  the local disk beside Blender's (what this machine's disk adds: 38 MB per 2048 pano at ≈ 400
+  panos/min is ≈ 250 MB/s, two thirds of a ≈ 370 MB/s virtio disk, and the kernel's writeback
+  takes CPU from the cast on 2 cores). The speed-up over Blender uses the disk run (same place as (a));
 * (c) a bare embreex cast of the same rays (precomputed; the same threads and chunks; nothing
   else): the limit;
 * agreement of (b)'s outputs with (a)'s (s2r_data.render.compare): labels, depth within 1 cm.
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_vs_naive_1024": "naive wall per pano (fresh Blender process per pano) / batch wall per pano incl. startup",
             "raycast_vs_blender_speedup": "Blender steady-state wall per pano (a) / ray-cast render_poses wall per pano (b) with outputs on the same disk as Blender's, same poses",
             "raycast_overhead_vs_bare_embree": "(b) / (c): ray-cast render_poses wall per pano (rays, cast, gathers, .npz written into the RAM-backed ram_dir; BVH built before) / bare embreex cast of the same precomputed rays on the same threads",
-            "raycast_overhead_vs_bare_embree_2048_disk": "the same with the .npz files written to the local disk (disk_dir): adds the kernel's writeback of ≈ 190 MB/s",
+            "raycast_overhead_vs_bare_embree_2048_disk": "the same with the .npz files written to the local disk (disk_dir): adds the kernel's writeback of ≈ 250 MB/s",
             "raycast_cpu_overhead_vs_bare_embree": "the same ratio in process CPU seconds (all threads): less sensitive to other load on the machine",
             "agreement": "s2r_data.render.compare.compare_passes(Blender output, ray-cast output) per pose: label_agreement = fraction of equal labels; depth_agreement_1cm = fraction of non-edge pixels hit in both with |Δdepth| <= 1 cm",
             "engine": "embreex (Embree 4) via its Python binding; Open3D's RaycastingScene not measured (not installed; embreex already reaches the targets it was to be chosen by)",
