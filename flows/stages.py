@@ -395,8 +395,7 @@ def load_photo_native(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        rgb = im.convert("RGB")
-    return _photo_array(rgb, rgb.width - rgb.width % 2).transpose(1, 2, 0)
+        return _native_photo_array(im.convert("RGB"))
 
 
 def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], align_dir: Path, *, threads: int = 0) -> dict[str, Any]:
@@ -487,7 +486,12 @@ def load_photo_and_native(path: str | Path, width: int) -> tuple[np.ndarray, np.
 
     with Image.open(path) as im:
         rgb = im.convert("RGB")
-    return _photo_array(rgb, width), _photo_array(rgb, rgb.width - rgb.width % 2).transpose(1, 2, 0)
+    return _photo_array(rgb, width), _native_photo_array(rgb)
+
+
+def _native_photo_array(rgb: Any) -> np.ndarray:
+    """A decoded RGB PIL image at its own width (made even; height = width/2): uint8 (H, W, 3)."""
+    return _photo_array(rgb, rgb.width - rgb.width % 2).transpose(1, 2, 0)
 
 
 def _photo_array(rgb: Any, width: int) -> np.ndarray:

@@ -58,6 +58,15 @@ def _check(cond: bool, key: str, msg: str) -> None:
         _fail(key, msg)
 
 
+def _check_crop_angles(prefix: str, *, pitch_key: str, pitch_deg: tuple[float, float], fov_key: str,
+                       fov_deg: tuple[float, float]) -> None:
+    """Perspective-crop angle ranges (pitch, horizontal FOV), in degrees, as ``[lo, hi]``."""
+    lo, hi = fov_deg
+    _check(0 < lo <= hi < 180, f"{prefix}.{fov_key}", f"need 0 < lo <= hi < 180, got {fov_deg}")
+    lo, hi = pitch_deg
+    _check(-90 <= lo <= hi <= 90, f"{prefix}.{pitch_key}", f"need -90 <= lo <= hi <= 90, got {pitch_deg}")
+
+
 # --------------------------------------------------------------------------- blocks
 
 
@@ -229,10 +238,7 @@ class DataConfig:
         _check(self.crop_size >= 8, "data.crop_size", f"must be >= 8, got {self.crop_size}")
         _check(self.min_alignment_score is None or 0.0 <= self.min_alignment_score <= 1.0, "data.min_alignment_score",
                f"must be in [0, 1] (alignment scores are) or null, got {self.min_alignment_score}")
-        lo, hi = self.fov_deg
-        _check(0 < lo <= hi < 180, "data.fov_deg", f"need 0 < lo <= hi < 180, got {self.fov_deg}")
-        lo, hi = self.pitch_deg
-        _check(-90 <= lo <= hi <= 90, "data.pitch_deg", f"need -90 <= lo <= hi <= 90, got {self.pitch_deg}")
+        _check_crop_angles("data", pitch_key="pitch_deg", pitch_deg=self.pitch_deg, fov_key="fov_deg", fov_deg=self.fov_deg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,10 +264,8 @@ class EvalConfig:
         _check(self.pano_width is None or (self.pano_width >= 16 and self.pano_width % 2 == 0), "eval.pano_width",
                "must be an even number >= 16, or null")
         _check(self.grid_rows >= 0, "eval.grid_rows", "must be >= 0")
-        lo, hi = self.crop_pitch_deg
-        _check(-90 <= lo <= hi <= 90, "eval.crop_pitch_deg", f"need -90 <= lo <= hi <= 90, got {self.crop_pitch_deg}")
-        lo, hi = self.crop_fov_deg
-        _check(0 < lo <= hi < 180, "eval.crop_fov_deg", f"need 0 < lo <= hi < 180, got {self.crop_fov_deg}")
+        _check_crop_angles("eval", pitch_key="crop_pitch_deg", pitch_deg=self.crop_pitch_deg, fov_key="crop_fov_deg",
+                           fov_deg=self.crop_fov_deg)
 
 
 @dataclass(frozen=True, kw_only=True)
