@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,10 @@ def _photo(path: Path, width: int) -> np.ndarray:
 
 def build_store(url: Path, samples: list[tuple[str, Pose, Path, str]], scene: RaycastScene, width: int) -> dict[str, float]:
     """Pairs (photo, ray-cast render at the given pose) in a new store, every sample in split
-    'train', scored. Returns the scores by image id."""
+    'train', scored. Returns the scores by image id. A store left by an earlier run is removed
+    first: its poses (outcomes.json) or scores (the score's version) may be other than today's."""
+    if url.exists():
+        shutil.rmtree(url)
     scores = {}
     cfg = ScoreConfig(width_px=min(1024, width))
     with DatasetWriter(url, height=width // 2, width=width, city="bench") as w:
@@ -64,9 +68,8 @@ def build_store(url: Path, samples: list[tuple[str, Pose, Path, str]], scene: Ra
             real = _photo(photo_path, width)
             sc = score_pair(real, p.label, p.depth_m, p.normal, pose.R_world_to_cam_opensfm, cfg)
             scores[iid] = float(sc.score) if sc.usable else None
-            if not w.has(iid):
-                w.write_sample(iid, p.sim7(), p.label, real, p.sky_mask.astype(np.uint8), np.ones_like(p.label),
-                               {"pose": pose, "split": "train", "sequence_id": seq, "alignment_score": scores[iid]})
+            w.write_sample(iid, p.sim7(), p.label, real, p.sky_mask.astype(np.uint8), np.ones_like(p.label),
+                           {"pose": pose, "split": "train", "sequence_id": seq, "alignment_score": scores[iid]})
     return scores
 
 
@@ -198,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         run_dir = root / "runs" / name
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         ckpt = train_arm(url, run_dir, args.recipe, steps, args.seed, extra)
         train_s = time.perf_counter() - t1

@@ -51,7 +51,7 @@ class AlignConfig:
     score: ScoreConfig = ScoreConfig()
     sequence: SequenceConfig = SequenceConfig()
     min_gain: float = 0.01  # adopt the refined pose only if its score is higher by this
-    poor_score: float = 0.1  # below: flagged poorly_aligned (≈ the 10th percentile of well-aligned pairs)
+    poor_score: float = 0.18  # below: flagged poorly_aligned (≈ the 10th percentile of well-aligned pairs)
     gross_position_m: float = 6.0  # corrections beyond these are gross errors (recovered or not)
     gross_heading_deg: float = 10.0
     agree_sigmas: float = 3.0  # pass-1 solution within this many σ of the sequence prior: warm start

@@ -12,7 +12,9 @@ Method (coarse to fine; every step is a pure function of arrays plus the ray cas
    ground-layer outlines, rooflines with low weight; :mod:`.model_edges`) are projected from a grid
    of positions around the reported one, each with a small local heading scan, and scored by the
    truncated, orientation-binned distance transform of the photo edges at 512 px
-   (:func:`.photo_edges.edge_map`).
+   (:func:`.photo_edges.edge_map`). That nearest-pixel cost ranks cells only roughly (a cell
+   centre is up to a step from the truth): the best ``n_probe_starts`` cells get
+   ``probe_iter`` least-squares iterations on every third point, and the best of those go on.
 4. **Robust least squares** (Levenberg–Marquardt + Cauchy IRLS, :mod:`.solver`) over all six numbers
    from the best grid starts, on the same distance transforms, with Gaussian priors (the reported
    pose, or a sequence prior) and visibility refreshed by ray casting after each solve.
@@ -59,6 +61,8 @@ class RefineConfig:
     grid_half_m: float = 4.5  # position grid ±
     grid_step_m: float = 1.5
     n_starts: int = 2  # least-squares starts from the best grid cells
+    n_probe_starts: int = 8  # grid cells tried with a short least squares first (on every 3rd point); the best go on
+    probe_iter: int = 5  # iterations of that short least squares
     fine_radii_px: tuple[float, ...] = (8.0, 4.0, 2.5)  # at 2048 px, scaled to the photo width
     coarse_scale_px: float = 1.5  # robust-loss scale of the distance-transform residuals (coarse px)
     fine_scale_px: float = 1.5  # robust-loss scale of the point-to-line residuals (full-res px at 2048)
@@ -88,8 +92,9 @@ class RefineConfig:
         lo, hi = self.height_range_m
         if not 0 < lo < hi:
             raise ValueError(f"RefineConfig.height_range_m={self.height_range_m}: need 0 < low < high")
-        if self.n_starts < 1:
-            raise ValueError("RefineConfig.n_starts must be >= 1")
+        if self.n_starts < 1 or self.n_probe_starts < self.n_starts or self.probe_iter < 1:
+            raise ValueError(f"RefineConfig: need 1 <= n_starts ({self.n_starts}) <= n_probe_starts ({self.n_probe_starts}) "
+                             f"and probe_iter >= 1 ({self.probe_iter})")
         if not self.fine_radii_px:
             raise ValueError("RefineConfig.fine_radii_px needs at least one radius")
         names = {k.name.lower() for k in EdgeKind}
@@ -267,7 +272,7 @@ def _model_skyline(scene: Any, pose: Pose, width: int) -> np.ndarray | None:
 
 
 def _grid_search(em: EdgeMap, pts: EdgePoints, v0: np.ndarray, config: RefineConfig, prior: PosePrior) -> list[np.ndarray]:
-    """Best ``n_starts`` pose vectors over a position grid with a local heading scan."""
+    """Best ``max(n_starts, n_probe_starts)`` pose vectors over a position grid with a local heading scan."""
     W = em.width
     bins = _bins_for(em, pts, v0)
     steps = np.arange(-config.grid_half_m, config.grid_half_m + 1e-9, config.grid_step_m)
@@ -301,7 +306,7 @@ def _grid_search(em: EdgeMap, pts: EdgePoints, v0: np.ndarray, config: RefineCon
         if all(np.hypot(*(vv[3:5] - p[3:5])) > 1.2 * config.grid_step_m or abs(math.remainder(vv[0] - p[0], 2 * math.pi)) > math.radians(2)
                for p in picked):
             picked.append(vv)
-        if len(picked) >= config.n_starts:
+        if len(picked) >= max(config.n_starts, config.n_probe_starts):
             break
     return picked or [v0]
 
@@ -320,7 +325,8 @@ def _clip_into(v: np.ndarray, config: RefineConfig) -> np.ndarray:
     return np.clip(v, lo + eps, hi - eps)
 
 
-def _solve_dt(em: EdgeMap, pts: EdgePoints, v_start: np.ndarray, config: RefineConfig, prior: PosePrior) -> tuple[np.ndarray, float]:
+def _solve_dt(em: EdgeMap, pts: EdgePoints, v_start: np.ndarray, config: RefineConfig, prior: PosePrior,
+              max_iter: int = 20) -> tuple[np.ndarray, float]:
     """Robust least squares on the orientation-binned distance transforms (coarse level)."""
     W = em.width
     bins = _bins_for(em, pts, v_start)
@@ -339,7 +345,7 @@ def _solve_dt(em: EdgeMap, pts: EdgePoints, v_start: np.ndarray, config: RefineC
 
     lo, hi = _bounds(config)
     r = solve_robust(rj, v_start, prior_mean=prior.mean, prior_sigma=prior.sigma, lower=lo, upper=hi, loss=config.loss,
-                     max_iter=20)
+                     max_iter=max_iter)
     return r.x, r.cost
 
 
@@ -516,6 +522,14 @@ def refine_pose(
         grid_starts: list[np.ndarray] = []
         for s0 in starts:
             grid_starts += _grid_search(em, pts, s0, gcfg, prior)
+        if config.n_probe_starts > config.n_starts:
+            # the grid's nearest-pixel cost ranks cells only roughly: a few iterations from more cells,
+            # then the full solve from the best of them
+            few = pts.subset(np.arange(len(pts)) % 3 == 0) if len(pts) >= 3 * config.min_points else pts
+            probed = [(edge_cost_deg(em, pts, vs), vs) for vs in
+                      (_solve_dt(em, few, s0, config, prior, max_iter=config.probe_iter)[0] for s0 in grid_starts)]
+            probed.sort(key=lambda t: t[0] if np.isfinite(t[0]) else np.inf)
+            grid_starts = [vs for _, vs in probed]
         for s0 in grid_starts[: 2 * config.n_starts]:
             vs, _ = _solve_dt(em, pts, s0, config, prior)
             cost = edge_cost_deg(em, pts, vs)

@@ -56,3 +56,22 @@ def test_photo_features_reject_an_empty_photo():
 
     with pytest.raises(PhotoError, match="empty"):
         photo_features(np.full((256, 512, 3), 128, np.uint8))
+
+
+def test_probed_grid_recovers_a_large_position_error():
+    """A 3.6 m, 3° error (over two grid steps) is recovered: the grid's best cells get a short least
+    squares before the full solve (``n_probe_starts``)."""
+    model, scene = street_scene()
+    true = camera(1.0, 4.0, 60.0)
+    photo = pseudo_photo(scene, true, 1024, seed=2)
+    reported = PoseCorrection(3.0, 0.0, 0.0, 2.9, -2.1, 0.0).apply(true)
+    edges = extract_model_edges(model)
+    res = refine_pose(photo, reported, edges, scene, RefineConfig())
+    err = PoseCorrection.between(true, res.solution)
+    assert res.status == "refined" and err.horizontal_m < 0.1 and abs(err.d_heading_deg) < 0.1, err
+
+
+@pytest.mark.parametrize("kw", [{"n_starts": 3, "n_probe_starts": 2}, {"probe_iter": 0}, {"n_starts": 0}])
+def test_refine_config_rejects_bad_start_counts(kw):
+    with pytest.raises(ValueError, match="n_probe_starts|n_starts"):
+        RefineConfig(**kw)

@@ -71,3 +71,28 @@ def test_bad_inputs_are_flagged_not_raised(shot):
     assert nan_photo.flags == ("photo_unusable",)
     wrong = score_pair(photo[:, :100], p.label, p.depth_m, p.normal, R, CFG)
     assert wrong.flags == ("photo_unusable",) and "2:1" in wrong.detail["message"]
+
+
+def test_min_rise_sums_the_two_perturbation_scales(shot):
+    """min_rise_deg is the sum over the scales of the best improvement a move of that size offers;
+    a pair off by 1.5 m can be improved at the 2 m scale, so the two-scale test ranks it lower."""
+    scene, true, photo = shot
+    one = ScoreConfig(width_px=1024, perturb_scales=(1.0,))
+    two = ScoreConfig(width_px=1024, perturb_scales=(1.0, 2.0))
+    p = scene.render(true, 1024)
+    R = true.R_world_to_cam_opensfm
+    s1 = score_pair(photo, p.label, p.depth_m, p.normal, R, one)
+    s2 = score_pair(photo, p.label, p.depth_m, p.normal, R, two)
+    rises = np.array(s2.detail["perturbed_costs_deg"]) - s2.edge_cost_deg
+    assert len(rises) == 24 and s2.edge_cost_deg == s1.edge_cost_deg
+    assert s2.min_rise_deg == pytest.approx(rises[:12].min() + rises[12:].min(), abs=1e-3)  # costs are rounded in detail
+    assert s1.min_rise_deg == pytest.approx(rises[:12].min(), abs=1e-3)
+    off = PoseCorrection(dx_m=1.5).apply(true)
+    q = scene.render(off, 1024)
+    assert score_pair(photo, q.label, q.depth_m, q.normal, off.R_world_to_cam_opensfm, two).min_rise_deg < 0 < s2.min_rise_deg
+
+
+@pytest.mark.parametrize("kw", [{"perturb_scales": ()}, {"perturb_scales": (1.0, 0.0)}, {"cost_scale_deg": 0.0}, {"rise_scale_deg": -1.0}])
+def test_score_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError, match="ScoreConfig"):
+        ScoreConfig(**kw)
