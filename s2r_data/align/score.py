@@ -188,7 +188,7 @@ def score_from_edges(
             at_scale.append(c)
             worse += int(c > cost0 + config.local_margin_deg)
         finite = [c for c in at_scale if np.isfinite(c)]
-        min_rise = min_rise + (min(finite) - cost0) if finite else float("nan")
+        min_rise = (min_rise + min(finite) - cost0) if finite else float("nan")  # NaN once a scale has no finite cost
         costs += at_scale
     local = worse / len(costs)
     sky_iou = float("nan")
