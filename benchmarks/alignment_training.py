@@ -18,6 +18,7 @@ The adopted poses come from ``benchmarks/alignment.py`` (``<work>/outcomes.json`
 
     python benchmarks/alignment_training.py --content DIR --work outputs/bench-alignment          # full: 1024 px, 1500 steps
     python benchmarks/alignment_training.py --content DIR --work outputs/bench-alignment --quick  # 256 px, 150 steps
+    python benchmarks/alignment_training.py --content DIR --train-seeds 0 1 2   # every arm three times: mean ± sd
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-score", type=float, default=None, help="arm (c) threshold (default: the train scores' 25th percentile)")
     ap.add_argument("--recipe", default="demo",
                     help="training preset of every arm (default demo: the CPU recipe that beats the class-mean baseline)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="held-out sequences and test crops")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                    help="training seeds, every arm trained once per seed; the table shows the mean (default: --seed)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     width = args.width or (256 if args.quick else 1024)
@@ -196,16 +199,27 @@ def main(argv: list[str] | None = None) -> int:
         "b_refined": (stores["refined"], []),
         "c_refined_filtered": (stores["refined"], [f"data.min_alignment_score={tau}", "train.l1_alignment_weighting=true"]),
     }
-    results = {}
-    for name, (url, extra) in arms.items():
-        t1 = time.perf_counter()
-        run_dir = root / "runs" / name
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        ckpt = train_arm(url, run_dir, args.recipe, steps, args.seed, extra)
-        train_s = time.perf_counter() - t1
-        results[name] = {**evaluate(ckpt, stores["test"], n_crops, args.seed + 1, inception), "train_s": train_s}
-        print(f"  {name}: {results[name]}", flush=True)
+    train_seeds = args.train_seeds or [args.seed]
+    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
+    for train_seed in train_seeds:
+        for name, (url, extra) in arms.items():
+            t1 = time.perf_counter()
+            run_dir = root / "runs" / f"{name}-seed{train_seed}"
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            ckpt = train_arm(url, run_dir, args.recipe, steps, train_seed, extra)
+            train_s = time.perf_counter() - t1
+            per_seed[name].append({**evaluate(ckpt, stores["test"], n_crops, args.seed + 1, inception), "train_s": train_s,
+                                   "train_seed": train_seed})
+            print(f"  {name} (training seed {train_seed}): {per_seed[name][-1]}", flush=True)
+    metrics = ("l1", "psnr", "ssim", "fid", "kid")
+    results = {name: {**{k: float(np.mean([r[k] for r in runs])) for k in (*metrics, "kid_std", "crops", "train_s")},
+                      **{f"{k}_sd": float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in metrics},
+                      "per_seed": runs}
+               for name, runs in per_seed.items()}
+
+    def better(x: dict[str, float], y: dict[str, float], k: str) -> bool:
+        return x[k] < y[k] if k in ("l1", "fid", "kid") else x[k] > y[k]
 
     a = results["a_reported"]
     res = {
@@ -214,19 +228,25 @@ def main(argv: list[str] | None = None) -> int:
         "score_median_reported": float(np.median([s for s in scores["reported"].values() if s is not None])),
         "score_median_refined": float(np.median(refined_scores)),
         "arms": results,
-        "b_beats_a": {k: (results["b_refined"][k] < a[k]) if k in ("l1", "fid", "kid") else (results["b_refined"][k] > a[k])
-                      for k in ("l1", "psnr", "ssim", "fid", "kid")},
-        "c_beats_a": {k: (results["c_refined_filtered"][k] < a[k]) if k in ("l1", "fid", "kid") else (results["c_refined_filtered"][k] > a[k])
-                      for k in ("l1", "psnr", "ssim", "fid", "kid")},
+        "train_seeds": train_seeds,
+        # on the means over the training seeds, and seed by seed (the same seed's (a) run)
+        "b_beats_a": {k: better(results["b_refined"], a, k) for k in metrics},
+        "c_beats_a": {k: better(results["c_refined_filtered"], a, k) for k in metrics},
+        "b_beats_a_every_seed": {k: all(better(b, aa, k) for b, aa in zip(per_seed["b_refined"], per_seed["a_reported"])) for k in metrics},
+        "c_beats_a_every_seed": {k: all(better(c, aa, k) for c, aa in zip(per_seed["c_refined_filtered"], per_seed["a_reported"]))
+                                 for k in metrics},
         "build_s": build_s, "quick": bool(args.quick),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     atomic_write_text(args.out, json.dumps(res, indent=2, default=float))
-    print("\n| arm | L1 ↓ | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | train pairs |")
+    print(f"\n{len(train_seeds)} training seed(s) {train_seeds}: mean ± sd")
+    print("| arm | L1 ↓ | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | train pairs |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         n = res["n_train_pairs_c"] if name.startswith("c_") else len(train_rows)
-        print(f"| {name} | {r['l1']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fid']:.1f} | {r['kid']:.4f} | {n} |")
+        print(f"| {name} | {r['l1']:.4f} ± {r['l1_sd']:.4f} | {r['psnr']:.2f} ± {r['psnr_sd']:.2f} | {r['ssim']:.4f} ± {r['ssim_sd']:.4f} "
+              f"| {r['fid']:.1f} ± {r['fid_sd']:.1f} | {r['kid']:.4f} ± {r['kid_sd']:.4f} | {n} |")
+    print(f"(b) beats (a) in every seed: {res['b_beats_a_every_seed']}; (c): {res['c_beats_a_every_seed']}")
     print(f"\nscores of the training pairs: reported median {res['score_median_reported']:.3f}, refined {res['score_median_refined']:.3f}; "
           f"(c) keeps score ≥ {tau:.3f} → {args.out}")
     return 0

@@ -365,7 +365,7 @@ def sample_specs(poses: Sequence[Pose], harvest_dir: Path, table_path: Path) -> 
 # ---------------------------------------------------------------------------------------------
 # pose alignment (s2r_data.align): refine the reported poses against the city model before rendering
 
-ALIGNMENT_VERSION = "2"  # bump when a change alters refined poses (invalidates the per-image cache)
+ALIGNMENT_VERSION = "3"  # bump when a change alters refined poses (invalidates the per-image cache)
 
 
 def alignment_batches(specs: Sequence[SampleSpec], max_images: int) -> list[list[SampleSpec]]:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .splits import splits_present_hint
+
 __all__ = ["ClassMeanBaseline", "fit_class_mean", "NearestNeighbourBaseline", "fit_nearest_neighbour",
            "render_descriptor", "DESCRIPTOR_HW"]
 
@@ -39,8 +41,8 @@ def _split_rows(reader, split: str) -> list[int]:
     rows = [i for i, s in enumerate(splits) if s == split]
     if not rows:
         have = sorted({s for s in splits if s is not None})
-        raise ValueError(f"{reader.loc.url}: no samples in split {split!r} to fit a baseline on (splits present: "
-                         f"{have or 'none: run s2r_train.splits.assign_splits'})")
+        raise ValueError(f"{reader.loc.url}: no samples in split {split!r} to fit a baseline on "
+                         f"({splits_present_hint(reader.loc.url, have)})")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""``python -m s2r_train {train,eval,infer,fid}`` (also the ``s2r-train`` script).
+"""``python -m s2r_train {train,eval,infer,fid,splits}`` (also the ``s2r-train`` script).
 
     python -m s2r_train train --config s2r_train/configs/s2r.yaml --dataset URL --run-dir DIR \
         [--resume [PATH]] [--no-resume] [--max-steps N] [--set train.lr_g=2e-4 ...] [--dry-run]
@@ -6,6 +6,7 @@
     python -m s2r_train eval --checkpoint CKPT --dataset URL [--out DIR]   (model vs class-mean / nearest-neighbour)
     python -m s2r_train infer --checkpoint CKPT --input RENDER_DIR|URL --out DIR [--mode panorama|views]
     python -m s2r_train fid --real DIR --fake DIR
+    python -m s2r_train splits --dataset URL [--train 0.8 --val 0.1 --vis 5 --seed 0] [--reassign]
 
 Training resumes from the newest checkpoint in the run dir by default (rerun the same
 command); ``--no-resume`` refuses to start over an existing run instead of mixing runs.
@@ -84,7 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--kid-subsets", type=int, default=100)
     f.add_argument("--kid-subset-size", type=int, default=1000)
     f.add_argument("--json", type=Path, default=None, help="also write the result here")
+
+    sp = sub.add_parser("splits", help="assign train/val/test splits by sequence in a dataset store's index "
+                                       "(new sequences only; --reassign redoes all)")
+    sp.add_argument("--dataset", required=True, metavar="URL", help="dataset store (local path or s3://…)")
+    sp.add_argument("--train", type=_fraction_or_count, default=0.8, help="fraction (0.8) or count (120) of samples")
+    sp.add_argument("--val", type=_fraction_or_count, default=0.1,
+                    help="fraction or count, of the same kind as --train; what is left over is test")
+    sp.add_argument("--vis", type=int, default=5, help="visualisation samples, chosen from val")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--reassign", action="store_true",
+                    help="reassign every sequence (default: sequences that have a split keep it, so a growing "
+                         "store never moves a sample between train and val; a store built all-train needs this)")
     return p
+
+
+def _fraction_or_count(text: str) -> float | int:
+    """``0.8`` → a fraction, ``120`` → a count (argparse type of ``splits --train/--val``)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction (0.8) or a sample count (120)") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -176,6 +200,19 @@ def _fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _splits(args: argparse.Namespace) -> int:
+    from .splits import SplitSpec, assign_splits
+
+    try:
+        spec = SplitSpec(train=args.train, val=args.val, vis=args.vis)
+        counts = assign_splits(args.dataset, spec, seed=args.seed, keep_existing=not args.reassign)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"splits: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(counts))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": _train, "eval": _eval, "infer": _infer, "fid": _fid}[args.command](args)
+    return {"train": _train, "eval": _eval, "infer": _infer, "fid": _fid, "splits": _splits}[args.command](args)

@@ -181,7 +181,7 @@ class TrainConfig:
     max_quarantined_fraction: float = 0.05  # stop when more of the train samples than this are damaged (NaN/Inf)
     log_every_steps: int = 50
     num_vis_samples: int = 4
-    val_batches: int = 4  # batches of the val split scored per epoch (0 = none)
+    val_batches: int = 4  # batches of the val split scored per epoch (0 = none), crops at the eval.crop_* angles
     num_workers: int = 2
     cpu_threads: int | None = None  # torch intra-op threads when training on the CPU; null = torch's default
 

@@ -65,6 +65,7 @@ from s2r_data.store.reader import DatasetReader
 from . import crops
 from .crop_kernel import sample_crop
 from .crops import CropConfig
+from .splits import splits_present_hint
 
 __all__ = ["CropConfig", "CropView", "PanoCropDataset", "NonFiniteCropError", "decode_batch", "make_dataloader", "SPLITS"]
 
@@ -138,9 +139,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
             rows = [i for i, s in enumerate(splits) if s == split]
         if not rows:
             have = sorted({s for s in splits if s is not None})
-            raise ValueError(
-                f"{self.url}: no samples in split {split!r} (splits present: {have or 'none: run s2r_train.splits.assign_splits'})"
-            )
+            raise ValueError(f"{self.url}: no samples in split {split!r} ({splits_present_hint(self.url, have)})")
         scores = (table.column("alignment_score").to_pylist() if "alignment_score" in table.column_names
                   else [None] * table.num_rows)
         if min_alignment_score is not None:  # pairs scored below (or not scored) are not trusted

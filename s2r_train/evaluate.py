@@ -42,6 +42,7 @@ from .config import Config, EvalConfig
 from .crops import CropConfig
 from .metrics import l1, psnr, ssim
 from .panorama import DEFAULT_PANO_METHOD, PANO_METHODS, PanoPasses, translate_panorama
+from .splits import splits_present_hint
 
 __all__ = ["EvalReport", "evaluate", "write_eval_outputs", "format_table", "log_tensorboard", "evaluate_checkpoint",
            "held_out_splits", "EVAL_SPLITS", "BASELINES"]
@@ -294,8 +295,11 @@ def evaluate(url: str, generators: Mapping[str, nn.Module], config: Config, *, e
     t0 = time.perf_counter()
     splits = tuple(splits) if splits is not None else tuple(held_out_splits(url))
     if not splits:
-        raise ValueError(f"{url}: no held-out split to evaluate on (expected one of {EVAL_SPLITS}); "
-                         "assign splits first (s2r_train.splits.assign_splits)")
+        from s2r_data.store import open_dataset
+
+        present = {s for s in open_dataset(url).index.column("split").to_pylist() if s is not None}
+        raise ValueError(f"{url}: no held-out split to evaluate on (expected one of {EVAL_SPLITS}; "
+                         f"{splits_present_hint(url, present)})")
     class_mean = fit_class_mean(url, num_classes=config.network.conditioning.num_classes)
     nn_base = fit_nearest_neighbour(url)
     train_ds = PanoCropDataset(url, split="train", crop=_crop_config(config, ecfg), deterministic=True)

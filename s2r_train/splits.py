@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["SplitSpec", "split_groups", "assign_splits"]
+__all__ = ["SplitSpec", "split_groups", "assign_splits", "splits_present_hint"]
 
 
 @dataclass(frozen=True)
@@ -220,3 +220,12 @@ def assign_splits(
     counts = {s: split.count(s) for s in ("train", "val", "test")}
     counts["vis"] = sum(v is not None for v in vis)
     return counts
+
+
+def splits_present_hint(url: str, present: Sequence[str]) -> str:
+    """For errors about a missing split: which splits the store has, and the command that makes
+    the missing one (a store built all-train needs ``--reassign``)."""
+    if not present:
+        return f"splits present: none; run `s2r-train splits --dataset {url}`"
+    return (f"splits present: {sorted(present)}; `s2r-train splits --dataset {url} --reassign` redistributes "
+            "whole sequences")

@@ -34,7 +34,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -50,7 +50,7 @@ from s2r_data.atomic import atomic_path, atomic_write_text
 from .checkpoint import CheckpointManager, load_checkpoint
 from .conditioning import condition_from_batch
 from .data import decode_batch, make_dataloader
-from .config import Config, DataConfig, config_from_dict, config_to_yaml
+from .config import Config, DataConfig, EvalConfig, config_from_dict, config_to_yaml
 from .losses import (PerceptualLoss, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, kl_loss,
                      weighted_l1_loss, weighted_l2_loss)
 from .metrics import discriminator_accuracy, l1, psnr, ssim
@@ -159,6 +159,11 @@ def build_dataset(url: str, *, split: str, data_cfg: DataConfig, seed: int, dete
     return PanoCropDataset(url, split=split, crop=crop, seed=seed, deterministic=deterministic,
                            depth_range_m=depth_range_m, compact=True,
                            min_alignment_score=data_cfg.min_alignment_score if split == data_cfg.train_split else None)
+
+
+def _val_data_config(data_cfg: DataConfig, eval_cfg: EvalConfig) -> DataConfig:
+    """The data config of the in-loop validation: the evaluation's crop angles, no flips."""
+    return replace(data_cfg, pitch_deg=eval_cfg.crop_pitch_deg, fov_deg=eval_cfg.crop_fov_deg, hflip=False)
 
 
 def _optional_dataset(url: str, split: str, data_cfg: DataConfig, seed: int,
@@ -305,7 +310,10 @@ class Trainer:
             train_dataset = build_dataset(url, split=self.dcfg.train_split, data_cfg=self.dcfg, seed=t.seed,
                                           deterministic=t.deterministic, depth_range_m=depth_range_m)
             if val_dataset is None and t.val_batches + t.num_vis_samples > 0:
-                val_dataset = _optional_dataset(url, self.dcfg.val_split, self.dcfg, t.seed, depth_range_m)
+                # the in-loop validation looks through the evaluation's crop angles (eval.crop_*),
+                # not the recipe's training ones: one val distribution in the log and in eval/
+                val_dataset = _optional_dataset(url, self.dcfg.val_split, _val_data_config(self.dcfg, config.eval), t.seed,
+                                                depth_range_m)
             if vis_dataset is None and t.num_vis_samples > 0 and not url.startswith("synthetic://"):
                 vis_dataset = _optional_dataset(url, "vis", self.dcfg, t.seed, depth_range_m)
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -882,7 +890,8 @@ class Trainer:
         if previous.get("step") == self.step:
             return {"metrics": str(out_dir / "metrics.json"), "table": str(out_dir / "metrics.md"), "reused": True}
         if not held_out_splits(url):
-            self._print(f"evaluation skipped: {url} has no val/test split")
+            self._print(f"evaluation skipped: {url} has no val/test split (`s2r-train splits --dataset {url} --reassign` "
+                        "makes one)")
             return None
         generators = {"model_ema": self.G_ema} if self.G_ema is not None else {}
         generators["model_raw"] = self.G_raw

@@ -9,8 +9,9 @@ Per sequence (images in capture order):
    (leave-one-out, robust): the smooth drift correction at each image, and the rig's pitch, roll
    and height;
 3. **pass 2** — every image again, regularised towards its sequence prior: a warm start from its
-   pass-1 solution where the two agree, a new coarse search around the prior where they do not
-   (a gross error, or a failed pass 1); then the fine level;
+   pass-1 solution where the two agree (heading, position and the rig's pitch, roll and height), a
+   new coarse search around the prior where they do not (a gross error, a failed pass 1, or one
+   stuck at a wrong camera height); then the fine level;
 4. **decision** — the alignment score (:mod:`.score`, from the photo and ray-cast renders) at the
    reported pose and at the solution; the solution is adopted only if it scores higher by
    ``min_gain``. Otherwise the reported pose is kept (status ``kept_reported``). Images whose best
@@ -34,7 +35,7 @@ import numpy as np
 from ..poses import Pose
 from .model_edges import ModelEdges
 from .photo_edges import PhotoError, edge_map
-from .pose_vector import PoseCorrection, vector_from_pose
+from .pose_vector import PoseCorrection, pose_from_vector, vector_from_pose
 from .refine import PhotoFeatures, PosePrior, RefineConfig, RefineResult, photo_features, refine_pose
 from .score import AlignmentScore, ScoreConfig, score_from_edges
 from .render_edges import PassesError, render_edges
@@ -176,7 +177,12 @@ def _plausible(res: RefineResult, prior: PosePrior | None, config: AlignConfig) 
     ``rig_sigmas`` σ from its sequence's is a wrong minimum, however well it scores."""
     if prior is None or res.status != "refined":
         return True
-    d = vector_from_pose(res.solution) - prior.mean
+    return _rig_consistent(vector_from_pose(res.solution), prior, config)
+
+
+def _rig_consistent(v: np.ndarray, prior: PosePrior, config: AlignConfig) -> bool:
+    """Pitch, roll and camera height of pose vector ``v`` within ``rig_sigmas`` σ of the prior's."""
+    d = v - prior.mean
     sig = np.maximum(prior.sigma, [0, math.radians(0.5), math.radians(0.5), 0, 0, 0.05])
     return bool(np.all(np.abs(d[[1, 2, 5]]) <= config.rig_sigmas * sig[[1, 2, 5]]))
 
@@ -300,9 +306,13 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
                 extra.append("gross_error_suspected")
             agree = False
             if r1.status == "refined" and not gross:
-                d = vector_from_pose(r1.solution) - pp.mean
+                v1 = vector_from_pose(r1.solution)
+                d = v1 - pp.mean
                 d[0] = math.remainder(d[0], 2 * math.pi)
-                agree = bool(np.all(np.abs(d[[0, 3, 4]]) <= config.agree_sigmas * pp.sigma[[0, 3, 4]]))
+                # a warm start only from a pass-1 solution that fits the sequence in heading and
+                # position *and* in the rig's pitch, roll and height (one stuck at a wrong height
+                # would stay there, and end up rejected as implausible)
+                agree = bool(np.all(np.abs(d[[0, 3, 4]]) <= config.agree_sigmas * pp.sigma[[0, 3, 4]])) and _rig_consistent(v1, pp, config)
             if agree:
                 cands = [refine_pose(f, it.reported, edges, scene, rcfg, prior=pp, start=r1.solution, coarse=False)]
             else:
@@ -319,7 +329,9 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
                     ts[0] = math.radians(2 * config.sequence.noise_heading_deg)
                     cands.append(refine_pose(f, it.reported, edges, scene, rcfg, prior=PosePrior(tm, ts)))
                 if r1.status == "refined":
-                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False))
+                    v1 = vector_from_pose(r1.solution)
+                    v1[[1, 2, 5]] = pp.mean[[1, 2, 5]]  # its heading and position, the sequence's rig
+                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=pose_from_vector(v1, it.reported), coarse=False))
             detail["pass2"] = "warm" if agree else "search"
         elif r1.status == "refined":
             cands = [refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False)]

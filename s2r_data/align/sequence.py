@@ -10,7 +10,9 @@ So each component is a Gaussian process over the along-track distance: heading/x
 with a squared-exponential kernel (``length_m``, amplitude ``drift_*``), pitch/roll/height as a
 constant (an infinite length scale) — each image's refined value is an observation with the
 variance of its own solution plus the per-image noise. Outliers (gross errors, failed
-refinements) are down-weighted iteratively (Cauchy on the normalised residual). The posterior at
+refinements) are down-weighted iteratively (Cauchy on the normalised residual): images by their
+horizontal correction, and each rig constant separately by its own residual (a solution stuck at
+a height bound is an outlier of the height, whatever its position). The posterior at
 an image, *without* that image's own observation (leave-one-out), is its prior for the second
 pass: mean and σ.
 """
@@ -92,6 +94,26 @@ def _gp_loo(s: np.ndarray, y: np.ndarray, obs_var: np.ndarray, amp: float, lengt
     return mean, var
 
 
+def _robust_constant(y: np.ndarray, sigma: np.ndarray, w: np.ndarray, threshold: float) -> tuple[float, np.ndarray]:
+    """Robust location of a rig constant (pitch, roll or height) from per-image observations ``y``
+    with σ ``sigma`` and prior weights ``w``: weighted median, then Cauchy IRLS on the normalised
+    residuals. Returns the location and each image's weight (w times its own Cauchy weight) — a
+    pass-1 solution stuck at a height bound must not drag the rig's height, whatever its x, y."""
+    if w.sum() <= 0:
+        return 0.0, w
+    order = np.argsort(y)
+    cw = np.cumsum(w[order])
+    c = float(y[order][np.searchsorted(cw, 0.5 * cw[-1])])
+    wk = w
+    for _ in range(5):
+        r = (y - c) / np.maximum(sigma, 1e-9)
+        wk = w / (1.0 + (r / threshold) ** 2)
+        if wk.sum() <= 0:
+            return c, wk
+        c = float(np.average(y, weights=wk))
+    return c, wk
+
+
 def fit_sequence_prior(
     along_m: np.ndarray,
     reported: np.ndarray,
@@ -139,16 +161,19 @@ def fit_sequence_prior(
         w_img = np.where(ok, 1.0 / (1.0 + (r / config.outlier_threshold) ** 2), 0.0)
     for k, y, amp, noise, length, relative in comps:
         yy = np.where(ok, y, 0.0)
+        w_k = w_img
         if not relative:  # constant-mean components: centre on the robust mean of the observations
-            c = float(np.average(yy, weights=w_img)) if w_img.sum() > 0 else (0.0 if k != 5 else float(np.median(rep[:, 5])))
+            c, w_k = _robust_constant(yy, np.sqrt(noise**2 + np.where(ok, std[:, k], 0.0) ** 2), w_img, config.outlier_threshold)
+            if w_k.sum() <= 0:
+                c = 0.0 if k != 5 else float(np.median(rep[:, 5]))
         else:
             c = 0.0
-        m, v = _gp_loo(s, yy - c, noise**2 + np.where(ok, std[:, k] ** 2, 0.0), amp, length, w_img)
+        m, v = _gp_loo(s, yy - c, noise**2 + np.where(ok, std[:, k] ** 2, 0.0), amp, length, w_k)
         m = m + c
         if relative:
             mean[:, k] = rep[:, k] + m
         else:
-            mean[:, k] = np.where(w_img.sum() > 0, m, rep[:, k])
+            mean[:, k] = np.where(w_k.sum() > 0, m, rep[:, k])
         sigma[:, k] = np.sqrt(v + noise**2)
     mean[:, 0] = np.mod(mean[:, 0] + math.pi, 2 * math.pi) - math.pi
     return SequencePrior(mean, sigma, w_img)

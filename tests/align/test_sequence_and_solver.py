@@ -68,6 +68,21 @@ def test_sequence_prior_downweights_a_gross_outlier():
     assert np.abs(np.delete(pr.mean[:, 3] - truth[:, 3], 5)).max() < 1.2
 
 
+def test_rig_constants_ignore_solutions_stuck_at_a_bound():
+    # two first-pass solutions fell onto the lower height bound (0.8 m) with sound x, y: the
+    # rig's height prior must stay at the others' 2.2 m (a weighted mean put it at ≈ 1.9 m, and
+    # every correct candidate then looked implausible)
+    s, rep, truth, solved = _sequence(seed=2)
+    solved[[2, 7], 5] = 0.8
+    solved[4, 1] += math.radians(8.0)  # and one wild pitch
+    std = np.tile([math.radians(0.2), math.radians(0.2), math.radians(0.2), 0.3, 0.3, 0.05], (len(s), 1))
+    pr = fit_sequence_prior(s, rep, solved, std, np.ones(len(s), bool))
+    others = np.setdiff1d(np.arange(len(s)), [2, 7])
+    assert np.abs(pr.mean[others, 5] - truth[others, 5]).max() < 0.1
+    assert np.abs(pr.mean[[2, 7], 5] - 2.2).max() < 0.1  # their own priors come from the others
+    assert np.abs(np.degrees(pr.mean[:, 1] - truth[:, 1])).max() < 0.5
+
+
 def test_unusable_images_get_the_reported_pose_and_broad_sigmas():
     s, rep, truth, solved = _sequence()
     usable = np.zeros(len(s), bool)

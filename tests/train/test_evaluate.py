@@ -83,6 +83,20 @@ def test_scored_crops_follow_the_eval_angles_not_the_recipes_training_views(stor
     assert other_eval.metrics["splits"]["val"]["crops"]["subjects"]["class_mean"] != base["class_mean"]
 
 
+def test_in_loop_validation_looks_through_the_eval_angles(store, tmp_path):
+    """One val distribution: the trainer's per-epoch val crops use eval.crop_*, not data.* (a recipe
+    that trains on steep pitches used to log a val PSNR the evaluation never reproduced)."""
+    cfg = _cfg("data.pitch_deg=[-60,-40]", "data.fov_deg=[30,40]", "eval.crop_pitch_deg=[0,10]", "eval.crop_fov_deg=[80,90]",
+               "train.val_batches=1")
+    tr = Trainer(cfg, run_dir=tmp_path / "run", dataset_url=str(store), max_steps=1, progress=False)
+    try:
+        assert tr.train_dataset.crop.pitch_deg == (-60.0, -40.0) and tr.train_dataset.crop.fov_deg == (30.0, 40.0)
+        assert tr.val_dataset.crop.pitch_deg == (0.0, 10.0) and tr.val_dataset.crop.fov_deg == (80.0, 90.0)
+        assert tr.val_dataset.crop.flip_p == 0.0
+    finally:
+        tr.close()
+
+
 @pytest.mark.slow
 def test_training_ends_with_an_evaluation_and_the_cli_reevaluates(store, tmp_path, capsys):
     cfg = _cfg("eval.fid_crops=4", "train.batch_size=2")

@@ -139,3 +139,33 @@ def test_assign_splits_is_stable_when_samples_are_added(tmp_path):
         assign_splits(url, [0.5, 0.5, 1], seed=seed)
         after = dict(zip(open_dataset(url).image_ids, open_dataset(url).index.column("split").to_pylist()))
         assert after == before
+
+
+def test_splits_cli_assigns_and_reassigns_an_all_train_store(tmp_path, capsys):
+    """``s2r-train splits``: a store built all-train keeps it (stable under growth) until
+    ``--reassign``; bad specs and missing splits say which command fixes them."""
+    import json
+
+    from s2r_train.cli import main
+    from s2r_train.data import PanoCropDataset
+
+    url = tmp_path / "store"
+    write_synthetic_dataset(url, 8, height=16, chunk_px=16, n_sequences=8)
+    assert main(["splits", "--dataset", str(url), "--train", "1.0", "--val", "0.0", "--vis", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.strip()) == {"train": 8, "val": 0, "test": 0, "vis": 0}
+    with pytest.raises(ValueError, match=r"splits present: \['train'\]; `s2r-train splits --dataset .* --reassign`"):
+        PanoCropDataset(url, split="val")
+
+    assert main(["splits", "--dataset", str(url), "--train", "0.5", "--val", "0.25", "--vis", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip())["train"] == 8  # existing assignments kept
+    assert main(["splits", "--dataset", str(url), "--train", "4", "--val", "2", "--vis", "1", "--reassign"]) == 0
+    counts = json.loads(capsys.readouterr().out.strip())
+    assert counts == {"train": 4, "val": 2, "test": 2, "vis": 1}
+    assert len(PanoCropDataset(url, split="val")) == 2
+
+    assert main(["splits", "--dataset", str(url), "--train", "0.8", "--val", "0.5"]) == 2
+    assert "train + val" in capsys.readouterr().err
+    assert main(["splits", "--dataset", str(url), "--train", "0.8", "--val", "2"]) == 2
+    assert "both fractions or both counts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["splits", "--dataset", str(url), "--train", "most"])
