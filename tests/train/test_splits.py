@@ -156,8 +156,10 @@ def test_splits_cli_assigns_and_reassigns_an_all_train_store(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"splits present: \['train'\]; `s2r-train splits --dataset .* --reassign`"):
         PanoCropDataset(url, split="val")
 
-    assert main(["splits", "--dataset", str(url), "--train", "0.5", "--val", "0.25", "--vis", "1"]) == 0
+    assert main(["splits", "--dataset", str(url), "--train", "0.5", "--val", "0.25", "--vis", "0"]) == 0
     assert json.loads(capsys.readouterr().out.strip())["train"] == 8  # existing assignments kept
+    assert main(["splits", "--dataset", str(url), "--train", "0.5", "--val", "0.25", "--vis", "1"]) == 2
+    assert "val split has only 0 samples" in capsys.readouterr().err
     assert main(["splits", "--dataset", str(url), "--train", "4", "--val", "2", "--vis", "1", "--reassign"]) == 0
     counts = json.loads(capsys.readouterr().out.strip())
     assert counts == {"train": 4, "val": 2, "test": 2, "vis": 1}
@@ -166,6 +168,6 @@ def test_splits_cli_assigns_and_reassigns_an_all_train_store(tmp_path, capsys):
     assert main(["splits", "--dataset", str(url), "--train", "0.8", "--val", "0.5"]) == 2
     assert "train + val" in capsys.readouterr().err
     assert main(["splits", "--dataset", str(url), "--train", "0.8", "--val", "2"]) == 2
-    assert "both fractions or both counts" in capsys.readouterr().err
+    assert "must both be fractions or both counts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["splits", "--dataset", str(url), "--train", "most"])
