@@ -291,7 +291,8 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
         f, r1 = feats[i], pass1[i]
         assert f is not None and r1 is not None
         extra: list[str] = []
-        detail: dict[str, Any] = {"pass1": {"status": r1.status, "solution": vector_from_pose(r1.solution).tolist()}}
+        v1 = vector_from_pose(r1.solution)
+        detail: dict[str, Any] = {"pass1": {"status": r1.status, "solution": v1.tolist()}}
         if prior is not None:
             pp = PosePrior(prior.mean[i].copy(), prior.sigma[i].copy())
             detail["sequence_prior"] = {"mean": pp.mean.tolist(), "sigma": pp.sigma.tolist(), "weight": float(prior.inlier_weight[i])}
@@ -306,7 +307,6 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
                 extra.append("gross_error_suspected")
             agree = False
             if r1.status == "refined" and not gross:
-                v1 = vector_from_pose(r1.solution)
                 d = v1 - pp.mean
                 d[0] = math.remainder(d[0], 2 * math.pi)
                 # a warm start only from a pass-1 solution that fits the sequence in heading and
@@ -329,9 +329,9 @@ def align_sequence(items: Sequence[AlignInput], edges: ModelEdges, scene: Any, c
                     ts[0] = math.radians(2 * config.sequence.noise_heading_deg)
                     cands.append(refine_pose(f, it.reported, edges, scene, rcfg, prior=PosePrior(tm, ts)))
                 if r1.status == "refined":
-                    v1 = vector_from_pose(r1.solution)
-                    v1[[1, 2, 5]] = pp.mean[[1, 2, 5]]  # its heading and position, the sequence's rig
-                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=pose_from_vector(v1, it.reported), coarse=False))
+                    v_rig = v1.copy()
+                    v_rig[[1, 2, 5]] = pp.mean[[1, 2, 5]]  # its heading and position, the sequence's rig
+                    cands.append(refine_pose(f, it.reported, edges, scene, rcfg, start=pose_from_vector(v_rig, it.reported), coarse=False))
             detail["pass2"] = "warm" if agree else "search"
         elif r1.status == "refined":
             cands = [refine_pose(f, it.reported, edges, scene, rcfg, start=r1.solution, coarse=False)]

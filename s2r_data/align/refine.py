@@ -272,7 +272,7 @@ def _model_skyline(scene: Any, pose: Pose, width: int) -> np.ndarray | None:
 
 
 def _grid_search(em: EdgeMap, pts: EdgePoints, v0: np.ndarray, config: RefineConfig, prior: PosePrior) -> list[np.ndarray]:
-    """Best ``max(n_starts, n_probe_starts)`` pose vectors over a position grid with a local heading scan."""
+    """Best ``n_probe_starts`` (≥ ``n_starts``) pose vectors over a position grid with a local heading scan."""
     W = em.width
     bins = _bins_for(em, pts, v0)
     steps = np.arange(-config.grid_half_m, config.grid_half_m + 1e-9, config.grid_step_m)
@@ -306,7 +306,7 @@ def _grid_search(em: EdgeMap, pts: EdgePoints, v0: np.ndarray, config: RefineCon
         if all(np.hypot(*(vv[3:5] - p[3:5])) > 1.2 * config.grid_step_m or abs(math.remainder(vv[0] - p[0], 2 * math.pi)) > math.radians(2)
                for p in picked):
             picked.append(vv)
-        if len(picked) >= max(config.n_starts, config.n_probe_starts):
+        if len(picked) >= config.n_probe_starts:
             break
     return picked or [v0]
 
