@@ -14,6 +14,9 @@ poses of :func:`s2r_data.align.align_images`):
 * gross errors: how many were recovered (< 1 m, < 1° after) or flagged;
 * the physics floor: the refinement's predicted accuracy from per-building model offsets
   (σ = 1 m), median over images — what the model's own errors allow;
+* the datum oracle: the position error if each sequence's relative geometry were known exactly
+  (a perfect visual odometry) and only its placement came from the adopted poses — what an
+  along-street datum from relative orientation could reach at best against this model;
 * the score's ranking power: ROC AUC of the alignment score for pairs off by > 1° or > 1 m vs
   pairs within 0.2° and 0.2 m (perturbed copies of every pair around its true pose);
 * time per panorama (everything: photo features, both passes, scoring and the decision).
@@ -107,6 +110,42 @@ def edge_misalignment_px(edges, scene, est: Pose, true: Pose) -> float:
     b, _ = project_local_points(pts.xyz_local_m[m], true, 2048, 1024)
     dx = (a[:, 0] - b[:, 0] + 1024) % 2048 - 1024
     return float(np.median(np.hypot(dx, a[:, 1] - b[:, 1])))
+
+
+def rigid_fit_2d(src: np.ndarray, dst: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares rotation R (2×2) and translation t with R @ src + t ≈ dst (Kabsch)."""
+    w = weight / weight.sum()
+    ms, md = w @ src, w @ dst
+    h = ((src - ms) * w[:, None]).T @ (dst - md)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
+    r = vt.T @ np.diag([1.0, d]) @ u.T
+    return r, md - r @ ms
+
+
+def datum_oracle_errors(rows: list[dict], true_xy: dict[str, np.ndarray], *, cauchy_m: float = 1.0) -> list[float]:
+    """Position errors if every sequence's *relative* geometry were known exactly (a perfect visual
+    odometry, scale included) and only its placement came from the model: the true trajectory,
+    moved by the rigid 2-D transform that fits it best to the adopted positions (Cauchy-weighted,
+    refined images only). What a datum from relative orientation could reach at best against
+    this model; images of sequences with fewer than two refined images keep their own error."""
+    out: list[float] = []
+    by_seq: dict[str, list[dict]] = {}
+    for r in rows:
+        by_seq.setdefault(str(r["sequence"]), []).append(r)
+    for rs in by_seq.values():
+        ok = np.array([r["status"] == "refined" for r in rs], dtype=np.float64)
+        if ok.sum() < 2:
+            out += [r["after"]["position_m"] for r in rs]
+            continue
+        t = np.array([true_xy[r["image_id"]] for r in rs])
+        a = np.array([r["outcome"]["pose"]["center_local_m"][:2] for r in rs], dtype=np.float64)
+        w = ok
+        for _ in range(10):
+            rot, tr = rigid_fit_2d(t, a, w)
+            w = ok / (1.0 + (np.linalg.norm(t @ rot.T + tr - a, axis=1) / cauchy_m) ** 2)
+        out += np.linalg.norm(t @ rot.T + tr - t, axis=1).tolist()
+    return out
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -268,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "quick": bool(args.quick),
     })
+    oracle = datum_oracle_errors(rows, {k: v.center_local_m[:2] for k, v in true_poses.items()})
+    res["datum_oracle"] = {"position_err_m_median": q(oracle, 50), "position_err_m_p90": q(oracle, 90),
+                           "n_over_2m": int(np.sum(np.asarray(oracle) > 2.0))}
     for k in ("heading_err_deg_median", "heading_err_deg_p90", "position_err_m_median", "position_err_m_p90"):
         res[f"{k}_ratio_after_before"] = res[f"{k}_after"] / max(res[f"{k}_before"], 1e-9)
     if args.true_world_model is not None:
@@ -301,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
           f"p90 {res['position_err_m_p90_after_3_corners']:.3f} m; heading median {res['heading_err_deg_median_after_3_corners']:.3f}°")
     print(f"physics floor (per-building offsets σ 1 m): heading {res['floor_heading_deg_median']:.3f}°, position "
           f"{res['floor_position_m_median']:.3f} m, height {res['floor_height_m_median']:.3f} m (median predicted σ)")
+    print(f"datum oracle (each sequence's relative geometry exact, placed by a rigid fit to the adopted poses): position "
+          f"median {res['datum_oracle']['position_err_m_median']:.3f} m, p90 {res['datum_oracle']['position_err_m_p90']:.3f} m")
     print(f"gross errors: {len(gross)}, recovered {len(recovered)}, flagged {len(gross_flagged)}; status {res['status']}")
     print(f"score ROC AUC (>1°/>1 m vs ≤0.2°/0.2 m): {auc:.3f} over {len(good)} good / {len(bad)} bad pairs (target ≥ 0.95)")
     print(f"time: {res['s_per_pano']:.2f} s per panorama wall (p90 {res['s_per_pano_p90']:.2f}; target ≤ 2 s on 2 cores), "
