@@ -47,13 +47,29 @@ def _free_port() -> int:
 
 
 def _forget_s3_clients() -> None:
-    """fsspec caches filesystem instances (with their endpoint and credentials): drop them."""
+    """fsspec caches filesystem instances (with their endpoint and credentials): close their
+    connections, then drop them. Dropped unclosed, each one's aiohttp session would be collected
+    unclosed and asyncio would log "Unclosed client session" as an ERROR, once per thread that used
+    a store: fsspec caches an instance per thread, and zarr's are asynchronous ones (connected in
+    zarr's event loop, without s3fs's close-at-collection hook)."""
     try:
         import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()
+        from fsspec.asyn import sync
+        from zarr.core.sync import sync as zarr_sync
     except ImportError:  # pragma: no cover - s3fs is what makes s3:// URLs work at all
-        pass
+        return
+    for fs in list(s3fs.S3FileSystem._cache.values()):
+        client = getattr(fs, "_s3creator", None)  # set once the instance has connected
+        if client is None:
+            continue
+        try:
+            if fs.asynchronous:
+                zarr_sync(client.__aexit__(None, None, None), timeout=10)
+            else:
+                sync(fs.loop, client.__aexit__, None, None, None, timeout=10)
+        except Exception:  # noqa: BLE001 - closing is best effort (the server may be gone)
+            pass
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @contextlib.contextmanager
