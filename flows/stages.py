@@ -454,18 +454,13 @@ def align_batch(city_model_path: Path, samples: Sequence[Mapping[str, Any]], ali
 
 def alignment_summary(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts by status and flag, and score quantiles before/after (for the build report)."""
+    from s2r_data.align.index_summary import score_quantiles
+
     status = Counter(str(it["status"]) for it in items)
     flags = Counter(f for it in items for f in it.get("flags", []))
-
-    def q(key: str) -> dict[str, float]:
-        v = np.array([it[key] for it in items if it.get(key) is not None and np.isfinite(it[key])], dtype=np.float64)
-        if not len(v):
-            return {}
-        return {"median": round(float(np.median(v)), 3), "p10": round(float(np.percentile(v, 10)), 3),
-                "p90": round(float(np.percentile(v, 90)), 3)}
-
-    return {"images": len(items), "status": dict(status), "flags": dict(flags), "score_before": q("score_before"),
-            "score_after": q("score_after"), "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
+    return {"images": len(items), "status": dict(status), "flags": dict(flags),
+            "score_before": score_quantiles(it.get("score_before") for it in items),
+            "score_after": score_quantiles(it.get("score_after") for it in items), "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
 
 
 def render_path(renders_dir: Path, image_id: str) -> Path:

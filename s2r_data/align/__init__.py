@@ -15,6 +15,7 @@ Pure functions over arrays (photos, render passes, poses) plus a ray-caster hand
 * :mod:`.pipeline` — sequences → refined poses + scores + the never-worse decision;
 * :mod:`.overlay` — edge overlays and score histograms for reports;
 * :mod:`.dataset` — score and refine an existing dataset (``s2r align``).
+* :mod:`.index_summary` — a dataset index's alignment in numbers (``s2r store info``).
 
 Method, physics and measured accuracy: ``docs/alignment.md``.
 """

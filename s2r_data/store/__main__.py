@@ -58,6 +58,11 @@ def _info(url: str) -> dict:
         "sequences": len(set(t.column("sequence_id").to_pylist())) if len(ds) else 0,
         "index_columns": t.schema.names,
     }
+    from ..align.index_summary import index_alignment_summary
+
+    alignment = index_alignment_summary(t)
+    if alignment is not None:
+        info["alignment"] = alignment
     return info
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -193,7 +194,9 @@ def test_cli_info_and_verify(tmp_path, capsys):
     url = tmp_path / "ds"
     write_synthetic_dataset(url, 2, height=H)
     assert main(["info", str(url)]) == 0
-    assert '"samples": 2' in capsys.readouterr().out
+    info = json.loads(capsys.readouterr().out)
+    assert info["samples"] == 2
+    assert info["alignment"]["scored"] == 0 and info["alignment"]["status"] == {"not_aligned": 2}  # never aligned
     assert main(["verify", "--no-progress", str(url)]) == 0
     assert "0 problems" in capsys.readouterr().out
     assert main(["compact", str(url)]) == 0
