@@ -460,7 +460,8 @@ def alignment_summary(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     flags = Counter(f for it in items for f in it.get("flags", []))
     return {"images": len(items), "status": dict(status), "flags": dict(flags),
             "score_before": score_quantiles(it.get("score_before") for it in items),
-            "score_after": score_quantiles(it.get("score_after") for it in items), "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
+            "score_after": score_quantiles(it.get("score_after") for it in items),
+            "s_per_image": round(float(np.mean([it.get("time_s", 0.0) for it in items])), 2) if items else 0.0}
 
 
 def render_path(renders_dir: Path, image_id: str) -> Path:

@@ -146,7 +146,7 @@ class PanoCropDataset(torch.utils.data.Dataset):
             kept = [i for i in rows if scores[i] is not None and scores[i] >= min_alignment_score]
             if not kept:
                 raise ValueError(f"{self.url}: none of the {len(rows)} samples of split {split!r} has alignment_score >= "
-                                 f"{min_alignment_score}; lower data.min_alignment_score (`python -m s2r_data.store info {self.url}` "
+                                 f"{min_alignment_score}; lower data.min_alignment_score (`s2r store info {self.url}` "
                                  "counts the train pairs each threshold keeps) or align the dataset (s2r align)")
             rows = kept
         # per-pair L1 weight (train.l1_alignment_weighting): the score, 1 where the pair is not scored

@@ -1,4 +1,4 @@
-"""What a dataset's index says about its alignment (``python -m s2r_data.store info``): images by
+"""What a dataset's index says about its alignment (``s2r store info``): images by
 status and flag, score quantiles at the reported and the stored poses, and how many train pairs
 each ``data.min_alignment_score`` would keep — to choose that threshold before training.
 

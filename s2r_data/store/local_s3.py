@@ -58,7 +58,7 @@ def _forget_s3_clients() -> None:
         from zarr.core.sync import sync as zarr_sync
     except ImportError:  # pragma: no cover - s3fs is what makes s3:// URLs work at all
         return
-    for fs in list(s3fs.S3FileSystem._cache.values()):
+    for fs in list(s3fs.S3FileSystem._cache.values()):  # fsspec's instance cache (what clear_instance_cache empties)
         client = getattr(fs, "_s3creator", None)  # set once the instance has connected
         if client is None:
             continue

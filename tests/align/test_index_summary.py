@@ -1,4 +1,4 @@
-"""The alignment summary of a dataset index (``python -m s2r_data.store info``)."""
+"""The alignment summary of a dataset index (``s2r store info``)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_min_alignment_score_filters_the_train_split_only(scored):
     assert sorted(tr.image_ids) == ["a0", "a3"]  # unscored and low-scored pairs dropped
     va = build_dataset(str(scored), split="val", data_cfg=cfg, seed=0, deterministic=True)
     assert va.image_ids == ["a5"]  # evaluation sets are never filtered
-    with pytest.raises(ValueError, match="min_alignment_score .*s2r_data.store info"):  # where to see what a threshold keeps
+    with pytest.raises(ValueError, match="min_alignment_score .*s2r store info"):  # where to see what a threshold keeps
         PanoCropDataset(scored, split="train", crop=CropConfig(out_size=16), min_alignment_score=0.95)
     with pytest.raises(ConfigError, match="min_alignment_score"):
         DataConfig(min_alignment_score=1.5)
