@@ -279,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="ray-casting threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--true-world-model", type=Path, default=None,
-                    help="control: also refine against the TRUE world's geometry (the generator's --work-dir "
-                         "true_world/city_model.npz): what the method reaches when the model is right")
+                    help="control: also refine against the TRUE world's geometry (a city_model.npz of it): what the "
+                         "method reaches when the model is right")
+    ap.add_argument("--control", action="store_true",
+                    help="the control with the true world rebuilt from the content's truth.json into <work>/true_world (seconds)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     limit = args.limit if args.limit is not None else (12 if args.quick else None)
@@ -397,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
                            "n_over_2m": int(np.sum(np.asarray(oracle) > 2.0))}
     for k in ("heading_err_deg_median", "heading_err_deg_p90", "position_err_m_median", "position_err_m_p90"):
         res[f"{k}_ratio_after_before"] = res[f"{k}_after"] / max(res[f"{k}_before"], 1e-9)
+    if args.control and args.true_world_model is None:
+        from s2r_data.mapillary.standin_content import build_true_world
+
+        args.true_world_model = build_true_world(args.content, args.work / "true_world")
     if args.true_world_model is not None:
         tw = CityModel.load(args.true_world_model)
         t2 = time.perf_counter()
