@@ -103,17 +103,28 @@ def pose_errors(est: Pose, true: Pose) -> dict[str, float]:
             "position_m": c.horizontal_m, "height_m": abs(c.dz_m)}
 
 
-def edge_misalignment_px(edges, scene, est: Pose, true: Pose) -> float:
-    """Median image distance (px at 2048) between model building edges projected at ``est`` and at
-    ``true`` (points visible from the true pose)."""
-    pts = sample_visible_points(edges, true.center_local_m, scene, step_deg=0.5)
-    m = (pts.kind == EdgeKind.VERTICAL) | (pts.kind == EdgeKind.GROUND_LINE)
-    if m.sum() == 0:
+def building_edge_points(edges, scene, center_local_m: np.ndarray) -> np.ndarray:
+    """(N, 3) visible sample points of the model's vertical building edges and facade–ground lines
+    from ``center_local_m`` (rooflines left out: heights are guesses)."""
+    pts = sample_visible_points(edges, center_local_m, scene, step_deg=0.5)
+    return pts.xyz_local_m[(pts.kind == EdgeKind.VERTICAL) | (pts.kind == EdgeKind.GROUND_LINE)]
+
+
+def median_px_distance(xyz_a: np.ndarray, pose_a: Pose, xyz_b: np.ndarray, pose_b: Pose) -> float:
+    """Median image distance (px at 2048, x wrapped) between points ``xyz_a`` seen from ``pose_a``
+    and their counterparts ``xyz_b`` seen from ``pose_b`` (NaN without points)."""
+    if len(xyz_a) == 0:
         return float("nan")
-    a, _ = project_local_points(pts.xyz_local_m[m], est, 2048, 1024)
-    b, _ = project_local_points(pts.xyz_local_m[m], true, 2048, 1024)
+    a, _ = project_local_points(xyz_a, pose_a, 2048, 1024)
+    b, _ = project_local_points(xyz_b, pose_b, 2048, 1024)
     dx = (a[:, 0] - b[:, 0] + 1024) % 2048 - 1024
     return float(np.median(np.hypot(dx, a[:, 1] - b[:, 1])))
+
+
+def edge_misalignment_px(at_true: np.ndarray, est: Pose, true: Pose) -> float:
+    """Median image distance (px at 2048) between model building edges projected at ``est`` and at
+    ``true`` (``at_true``: :func:`building_edge_points` from the true pose)."""
+    return median_px_distance(at_true, est, at_true, true)
 
 
 class TrueWorldMap:
@@ -164,20 +175,13 @@ class TrueWorldMap:
         return out, ok
 
 
-def photo_edge_misalignment_px(edges, scene, pose: Pose, true: Pose, true_world: TrueWorldMap) -> float:
+def photo_edge_misalignment_px(in_render: np.ndarray, pose: Pose, true: Pose, true_world: TrueWorldMap) -> float:
     """Median image distance (px at 2048) between the model's building edges as the render at
-    ``pose`` shows them and the same edges where the photo shows them (the true world's building,
-    seen from the true pose): how far a pair's render sits off its photo. Vertical edges and
-    facade–ground lines visible in the render; rooflines left out (heights are guesses)."""
-    pts = sample_visible_points(edges, pose.center_local_m, scene, step_deg=0.5)
-    m = (pts.kind == EdgeKind.VERTICAL) | (pts.kind == EdgeKind.GROUND_LINE)
-    xyz_true, ok = true_world(pts.xyz_local_m[m])
-    if not ok.any():
-        return float("nan")
-    a, _ = project_local_points(pts.xyz_local_m[m][ok], pose, 2048, 1024)
-    b, _ = project_local_points(xyz_true[ok], true, 2048, 1024)
-    dx = (a[:, 0] - b[:, 0] + 1024) % 2048 - 1024
-    return float(np.median(np.hypot(dx, a[:, 1] - b[:, 1])))
+    ``pose`` shows them (``in_render``: :func:`building_edge_points` from ``pose``) and the same
+    edges where the photo shows them (the true world's building, seen from the true pose): how far
+    a pair's render sits off its photo."""
+    xyz_true, ok = true_world(in_render)
+    return median_px_distance(in_render[ok], pose, xyz_true[ok], true)
 
 
 def rigid_fit_2d(src: np.ndarray, dst: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,19 +323,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"photo-space edge misalignment skipped: {e}", file=sys.stderr)
         true_world = None
 
-    def photo_px(pose: Pose, tp: Pose) -> float:
-        return photo_edge_misalignment_px(edges, scene, pose, tp, true_world) if true_world is not None else float("nan")
+    def photo_px(in_render: np.ndarray, pose: Pose, tp: Pose) -> float:
+        return photo_edge_misalignment_px(in_render, pose, tp, true_world) if true_world is not None else float("nan")
 
     rows = []
     for o in outcomes:
         tp = true_poses[o.image_id]
+        at_true = building_edge_points(edges, scene, tp.center_local_m)
+        at_reported = building_edge_points(edges, scene, o.reported.center_local_m)
+        at_adopted = building_edge_points(edges, scene, o.pose.center_local_m)
         rows.append({
             "image_id": o.image_id, "sequence": o.sequence_id, "status": o.status, "flags": list(o.flags),
             "gross": info[o.image_id]["gross"], "has_rotation": info[o.image_id]["has_rotation"],
             "before": pose_errors(o.reported, tp), "after": pose_errors(o.pose, tp), "candidate": pose_errors(o.candidate, tp),
-            "edge_px_before": edge_misalignment_px(edges, scene, o.reported, tp),
-            "edge_px_after": edge_misalignment_px(edges, scene, o.pose, tp),
-            "photo_px_before": photo_px(o.reported, tp), "photo_px_after": photo_px(o.pose, tp), "photo_px_true_pose": photo_px(tp, tp),
+            "edge_px_before": edge_misalignment_px(at_true, o.reported, tp),
+            "edge_px_after": edge_misalignment_px(at_true, o.pose, tp),
+            "photo_px_before": photo_px(at_reported, o.reported, tp), "photo_px_after": photo_px(at_adopted, o.pose, tp),
+            "photo_px_true_pose": photo_px(at_true, tp, tp),
             "score_before": o.score_before.score if o.score_before else None,
             "score_after": o.score_after.score if o.score_after else None,
             "n_corners": o.n_corners, "n_buildings": o.n_buildings, "predicted_std": o.predicted_std, "time_s": o.time_s,

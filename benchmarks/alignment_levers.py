@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         traj = trajectory_xy_loo(t, xy, ok)
         traj_h = trajectory_xy_loo(t, np.stack([np.unwrap(V[:, 0]), np.zeros(len(seq))], 1), ok)[:, 0]
         smoothed = smooth_positions(t, xy, ok, args.smooth_lambda, args.smooth_cauchy_m)
+        n_research, n_smooth = len(research), len(smooth)
         for k, it in enumerate(seq):
             off = float(np.hypot(*(xy[k] - traj[k]))) if np.isfinite(traj[k]).all() else 0.0
             moved = float(np.hypot(*(smoothed[k] - xy[k])))
@@ -178,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                                "new_score": float(s.score) if s.usable else float("nan"),
                                "err": base[it.image_id], "new_err": err(r.solution, it.image_id),
                                "smoothed_position_err_m": float(np.hypot(*(smoothed[k] - true_poses[it.image_id].center_local_m[:2])))})
-        print(f"  sequence {sid}: {len(seq)} images; re-searched {sum(r['image_id'] in {i.image_id for i in seq} for r in research)}, "
-              f"refitted {sum(r['image_id'] in {i.image_id for i in seq} for r in smooth)}", flush=True)
+        print(f"  sequence {sid}: {len(seq)} images; re-searched {len(research) - n_research}, refitted {len(smooth) - n_smooth}",
+              flush=True)
 
     n = len(items)
     min_gain = config.min_gain

@@ -161,14 +161,15 @@ def fit_sequence_prior(
         w_img = np.where(ok, 1.0 / (1.0 + (r / config.outlier_threshold) ** 2), 0.0)
     for k, y, amp, noise, length, relative in comps:
         yy = np.where(ok, y, 0.0)
+        obs_var = noise**2 + np.where(ok, std[:, k] ** 2, 0.0)
         w_k = w_img
         if not relative:  # constant-mean components: centre on the robust mean of the observations
-            c, w_k = _robust_constant(yy, np.sqrt(noise**2 + np.where(ok, std[:, k], 0.0) ** 2), w_img, config.outlier_threshold)
+            c, w_k = _robust_constant(yy, np.sqrt(obs_var), w_img, config.outlier_threshold)
             if w_k.sum() <= 0:
                 c = 0.0 if k != 5 else float(np.median(rep[:, 5]))
         else:
             c = 0.0
-        m, v = _gp_loo(s, yy - c, noise**2 + np.where(ok, std[:, k] ** 2, 0.0), amp, length, w_k)
+        m, v = _gp_loo(s, yy - c, obs_var, amp, length, w_k)
         m = m + c
         if relative:
             mean[:, k] = rep[:, k] + m
